@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    set up, then run the main job end to end on the embedded default corpus
+#   make test   set up, then lint and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= tiny
+RUN_DIR ?= runs/$(PRESET)
+
+.PHONY: run test lint bench clean-venv
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) -m dimgpt run --preset $(PRESET) --run-dir $(RUN_DIR)
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.dev
+	$(PY) -m bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from dimgpt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Text side: cleaning, tokenizer, sources, token store, instruction formatting, loaders."""

@@ -1,0 +1,1 @@
+"""The transformer, its attention backends and weight loading."""

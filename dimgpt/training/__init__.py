@@ -1,0 +1,1 @@
+"""Trainer, checkpoints, metrics and plots, distributed set-up."""
