@@ -1,0 +1,63 @@
+"""Small helpers shared by the benchmarks: timing, peak memory, the ratio table and the JSON record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+	"""Fastest wall time of `repeat` calls, in seconds (the least disturbed by a noisy machine)."""
+	times = []
+	for _ in range(repeat):
+		start = time.perf_counter()
+		fn()
+		times.append(time.perf_counter() - start)
+	return min(times)
+
+
+def peak_rss_mb() -> float:
+	"""Peak resident memory of this process so far, in MB."""
+	return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+	"""Print rows as an aligned text table."""
+	cells = [[_fmt(c) for c in row] for row in rows]
+	widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+	print(f"\n{title}")
+	print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+	print("  ".join("-" * w for w in widths))
+	for row in cells:
+		print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def _fmt(value: Any) -> str:
+	if isinstance(value, float):
+		return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+	return str(value)
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+	"""Write `results` with a note of the machine to bench/results/NAME.json and return the path."""
+	RESULTS.mkdir(parents=True, exist_ok=True)
+	record = {
+		"benchmark": name,
+		"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+		"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+		"results": results,
+	}
+	path = RESULTS / f"{name}.json"
+	path.write_text(json.dumps(record, indent=2) + "\n")
+	print(f"\nresults written to {path}")
+	return path
