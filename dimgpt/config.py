@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -71,8 +72,13 @@ class SourceConfig:
 	"""One named text stream of the mix.
 
 	kind: "hf" (a Hugging Face dataset id in `path`), "files" (a local path or glob of
-	txt/jsonl/parquet files) or "embedded" (the corpus shipped with the project).
+	txt/jsonl/parquet files, several separated by commas) or "embedded" (the corpus shipped
+	with the project).
 	multiplier: sampling weight times size, as in the DimensionGPT mix.
+	text_column: the column holding the text; "title+text" joins several columns with a blank line.
+	split: a datasets split expression ("train", "train+validation+test").
+	max_chars: stop reading the source after this many characters (0: read it all).
+	group: label kept with every instruction conversation (fine-tuning mix); empty means `name`.
 	"""
 
 	name: str
@@ -83,12 +89,21 @@ class SourceConfig:
 	split: str = "train"
 	text_column: str = "text"
 	streaming: bool = False
+	max_chars: int = 0
+	group: str = ""
 
 	def __post_init__(self) -> None:
+		if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+			raise ValueError(f"source name {self.name!r}: use letters, digits, '_', '.', '-' (it names a folder)")
 		if self.kind not in ("hf", "files", "embedded"):
 			raise ValueError(f"source {self.name!r}: kind must be 'hf', 'files' or 'embedded', got {self.kind!r}")
+		if self.kind != "embedded" and not self.path:
+			raise ValueError(f"source {self.name!r}: kind {self.kind!r} needs a `path`")
 		if self.multiplier < 0:
 			raise ValueError(f"source {self.name!r}: multiplier must be >= 0, got {self.multiplier}")
+
+
+EMBEDDED_SOURCES = (SourceConfig("embedded", kind="embedded"),)
 
 
 @dataclass(frozen=True)
@@ -102,8 +117,10 @@ class DataConfig:
 	min_document_chars: int = 64
 	validation_fraction: float = 0.001
 	min_validation_documents: int = 2
+	instruct_validation_fraction: float = 0.02  # of the conversations of each instruction source
 	shard_tokens: int = 100_000_000  # tokens per shard file (bounded shard size)
-	sources: tuple[SourceConfig, ...] = ()
+	encode_batch_chars: int = 4_000_000  # characters handed to the tokenizer at once (bounds memory)
+	sources: tuple[SourceConfig, ...] = EMBEDDED_SOURCES
 	instruct_sources: tuple[SourceConfig, ...] = ()
 	seed: int = 0
 
@@ -151,11 +168,122 @@ class Preset:
 	finetune: TrainConfig = field(default_factory=TrainConfig)
 
 
+# --- source lists -----------------------------------------------------------------------------------
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _hf(name: str, path: str, multiplier: float, **kwargs: Any) -> SourceConfig:
+	return SourceConfig(name, kind="hf", path=path, multiplier=multiplier, **kwargs)
+
+
+def dimensiongpt_sources() -> tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]:
+	"""The DimensionGPT release mix by Hugging Face dataset ids: (pretraining, instruction) sources.
+
+	Every dataset of a group carries the group's multiplier (Common Crawl 1.0, Wikipedia 4.0, news 0.3,
+	books 0.2, institutions 2.0, others 2.0), so a group weighs its size times its multiplier.
+	Common Crawl and books were cut at 150B and 10B characters in the release.
+	"""
+	all_splits = "train+validation+test"
+	pretrain = (
+		_hf("common_crawl", "ontocord/CulturaY", 1.0, hf_config="fr", streaming=True, max_chars=150_000_000_000),
+		_hf("wikipedia-wikipedia_fr", "eckendoerffer/wikipedia_fr", 4.0, split=all_splits),
+		_hf("wikipedia-roots_wikipedia", "bigscience-data/roots_fr_wikipedia", 4.0),
+		_hf("wikipedia-roots_wikivoyage", "bigscience-data/roots_fr_wikivoyage", 4.0),
+		_hf("news-news_fr", "eckendoerffer/news_fr", 0.3, split=all_splits),
+		_hf("news-roots_wikinews", "bigscience-data/roots_fr_wikinews", 0.3),
+		_hf("news-cc_news", "intfloat/multilingual_cc_news", 0.3, hf_config="fr", text_column="title+maintext"),
+		_hf("news-xlsum", "csebuetnlp/xlsum", 0.3, hf_config="french", split=all_splits, text_column="title+text"),
+		_hf(
+			"news-xlsum_summaries",
+			"csebuetnlp/xlsum",
+			0.3,
+			hf_config="french",
+			split=all_splits,
+			text_column="title+summary",
+		),
+		_hf("news-mlsum", "mlsum", 0.3, hf_config="fr", split=all_splits, text_column="title+text"),
+		_hf("news-mlsum_summaries", "mlsum", 0.3, hf_config="fr", split=all_splits, text_column="title+summary"),
+		_hf("news-orange_sum", "orange_sum", 0.3, hf_config="title", split=all_splits, text_column="summary+text"),
+		_hf("news-covid_news", "gustavecortal/fr_covid_news", 0.3, text_column="title+text"),
+		_hf(
+			"books",
+			"PleIAs/French-PD-Books",
+			0.2,
+			streaming=True,
+			text_column="complete_text",
+			max_chars=10_000_000_000,
+		),
+		_hf("institutions-europarl", "bigscience-data/roots_fr_the_pile_europarl", 2.0),
+		_hf(
+			"institutions-qr_an",
+			"cassandra-themis/QR-AN",
+			2.0,
+			hf_config="qran_generation",
+			split=all_splits,
+			text_column="question+answer",
+		),
+		_hf("others-ted_talks", "bigscience-data/roots_fr_ted_talks_iwslt", 2.0),
+		_hf("others-bloom_lm", "sil-ai/bloom-lm", 2.0, hf_config="fra", split=all_splits),
+	)
+	instruct = tuple(
+		_hf(
+			f"instruct-{group}",
+			"angeluriot/DimensionGPT_instruct",
+			1.0,
+			hf_config=f"{config}_conversations",
+			group=group,
+		)
+		for group, config in (("human", "human"), ("chatbot", "chatbot"), ("identity", "dimension_gpt"))
+	)
+	return pretrain, instruct
+
+
+def corpus_fr_sources(root: str | Path | None = None) -> tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]:
+	"""The offline French corpus (../shared/data next to the repository): (pretraining, instruction) sources.
+
+	Multipliers follow the DimensionGPT spirit at this small scale: novels 1.0, official texts
+	("institutions") 2.0.
+	"""
+	root = Path(root) if root is not None else SHARED_DATA
+	corpus, instruct = root / "corpus_fr", root / "instruct_fr"
+	pretrain = (
+		SourceConfig("eltec_novels", path=str(corpus / "eltec_fra_novels.jsonl"), multiplier=1.0),
+		SourceConfig("textbox_prose", path=str(corpus / "textbox_fr19_prose.jsonl"), multiplier=1.0),
+		SourceConfig("legi_codes", path=str(corpus / "legi_codes.jsonl"), multiplier=2.0),
+		SourceConfig("service_public", path=str(corpus / "service_public_fiches.jsonl"), multiplier=2.0),
+	)
+	conversations = (
+		SourceConfig("oasst1_fr", path=str(instruct / "oasst1_fr.jsonl"), group="human"),
+		SourceConfig("service_public_faq", path=str(instruct / "service_public_faq_fr.jsonl"), group="chatbot"),
+		SourceConfig("cnil_faq", path=str(instruct / "cnil_faq_fr.jsonl"), group="chatbot"),
+	)
+	return pretrain, conversations
+
+
+SOURCE_LISTS = {
+	"embedded": lambda: (EMBEDDED_SOURCES, ()),
+	"corpus-fr": corpus_fr_sources,
+	"dimensiongpt": dimensiongpt_sources,
+}
+
+
+def get_sources(name: str) -> tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]:
+	"""The named source list (see `SOURCE_LISTS`): (pretraining, instruction) sources."""
+	if name not in SOURCE_LISTS:
+		raise ValueError(f"unknown source list {name!r}; choose one of: {', '.join(SOURCE_LISTS)}")
+	return SOURCE_LISTS[name]()
+
+
+# --- presets ----------------------------------------------------------------------------------------
+
+
 def _dimensiongpt() -> Preset:
+	pretrain, instruct = dimensiongpt_sources()
 	return Preset(
 		name="dimensiongpt-0.2b",
 		model=ModelConfig(),
-		data=DataConfig(),
+		data=DataConfig(sources=pretrain, instruct_sources=instruct),
 		train=TrainConfig(),
 		finetune=TrainConfig(
 			lr=1e-4,
