@@ -32,6 +32,26 @@ def _run(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+@command
+def _export_hf(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser(
+		"export-hf", help="write a Hugging Face transformers checkpoint (MistralForCausalLM + tokenizer)"
+	)
+	p.add_argument(
+		"model", help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt state_dict"
+	)
+	p.add_argument("out_dir", help="directory to write the transformers checkpoint to")
+	p.add_argument("--vocab", help="the model's vocab.txt (default: the one next to the model or in its run directory)")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.export import export_command
+
+		export_command(args.model, args.out_dir, vocab=args.vocab)
+		return 0
+
+	p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
 	parser = argparse.ArgumentParser(prog="python -m dimgpt", description=__doc__.splitlines()[0])
 	sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,0 +1,270 @@
+"""Export to the Hugging Face `transformers` format: a `MistralForCausalLM` checkpoint plus its tokenizer.
+
+DimensionGPT is a Mistral-shaped model (pre-norm RMSNorm, SwiGLU, GQA, RoPE, sliding-window attention,
+no biases), so the export is a renaming of the weights and a config, with two facts to get right:
+
+- RoPE: we rotate adjacent pairs (dims 2k, 2k+1 of a head form one complex number); `transformers`
+  rotates halves (dims k and k + head_dim/2). Both use the frequency theta^(-2k/head_dim) for pair k, so
+  reordering the output rows of the query and key projections of each head as [0, 2, 4, ..., 1, 3, 5, ...]
+  turns one layout into the other. Attention scores are dot products of query and key rows, which do not
+  change when both get the same reordering, so nothing else moves.
+- Sliding window: our query i sees keys i - window ... i (window + 1 keys); `transformers` keeps key j
+  when j > i - sliding_window, so its `sliding_window` is our window + 1.
+
+The exported tokenizer (`tokenizer.json` over the same vocabulary) cannot run our text cleaning
+(`dimgpt.data.cleaning.clean`: transliteration, quotes, emoji, spaces before newlines): callers must pass
+cleaned text to it, as our own `Tokenizer.encode` does by default, to get the same ids.
+
+    python -m dimgpt export-hf runs/tiny out/tiny-hf
+    python -m dimgpt export-hf DimensionGPT-0.2B.pt out/dimensiongpt-hf --vocab vocab.txt
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import save_file
+
+from dimgpt.config import ModelConfig
+
+if TYPE_CHECKING:
+	from dimgpt.data.tokenizer import Tokenizer
+	from dimgpt.model.transformer import Transformer
+
+# Control token ids (DESIGN §2 order); kept here so that exporting weights alone needs no tokenizer.
+UNKNOWN, PADDING, START_OF_TEXT, END_OF_TEXT = 0, 1, 2, 9
+CONTROL_TOKENS = (
+	"⮜unknown⮞",
+	"⮜padding⮞",
+	"⮜start-of-text⮞",
+	"⮜tab⮞",
+	"⮜new-line⮞",
+	"⮜human⮞",
+	"⮜system⮞",
+	"⮜user⮞",
+	"⮜assistant⮞",
+	"⮜end-of-text⮞",
+)
+
+# Our names -> transformers' names. Block keys are relative to `blocks.{i}.` / `model.layers.{i}.`.
+TOP_LEVEL_NAMES = {
+	"token_embedding.weight": "model.embed_tokens.weight",
+	"final_norm.weight": "model.norm.weight",
+	"final_linear.weight": "lm_head.weight",
+}
+BLOCK_NAMES = {
+	"norm_1.weight": "input_layernorm.weight",
+	"attention.query.weight": "self_attn.q_proj.weight",
+	"attention.key.weight": "self_attn.k_proj.weight",
+	"attention.value.weight": "self_attn.v_proj.weight",
+	"attention.projection.weight": "self_attn.o_proj.weight",
+	"norm_2.weight": "post_attention_layernorm.weight",
+	# SwiGLU: linear_3(silu(linear_1 h) * linear_2 h) == down_proj(silu(gate_proj h) * up_proj h)
+	"feed_forward.linear_1.weight": "mlp.gate_proj.weight",
+	"feed_forward.linear_2.weight": "mlp.up_proj.weight",
+	"feed_forward.linear_3.weight": "mlp.down_proj.weight",
+}
+
+
+def half_rotation_order(n_heads: int, head_dim: int) -> torch.Tensor:
+	"""Row order taking each head from adjacent-pair RoPE (2k, 2k+1) to half rotation (k, k + head_dim/2)."""
+	within_head = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+	return (torch.arange(n_heads)[:, None] * head_dim + within_head).flatten()
+
+
+def hf_config(config: ModelConfig, dtype: torch.dtype = torch.float32, tied: bool = True) -> dict:
+	"""The `config.json` of the `MistralForCausalLM` that computes what a `Transformer(config)` computes."""
+	dtype_name = str(dtype).removeprefix("torch.")
+	return {
+		"architectures": ["MistralForCausalLM"],
+		"model_type": "mistral",
+		"vocab_size": config.vocab_size,
+		"hidden_size": config.dim,
+		"intermediate_size": config.hidden_dim,
+		"num_hidden_layers": config.n_layers,
+		"num_attention_heads": config.n_heads,
+		"num_key_value_heads": config.n_kv_heads,
+		"head_dim": config.head_dim,
+		"hidden_act": "silu",
+		"max_position_embeddings": config.context_length,
+		"sliding_window": config.window + 1,  # transformers counts the query itself
+		"rope_theta": config.rope_theta,  # read by transformers 4.x
+		"rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},  # read by 5.x
+		"rms_norm_eps": config.norm_eps,
+		"initializer_range": config.init_std,
+		"attention_dropout": 0.0,
+		"tie_word_embeddings": tied,
+		"use_cache": True,
+		"bos_token_id": START_OF_TEXT,
+		"eos_token_id": END_OF_TEXT,
+		"pad_token_id": PADDING,
+		"dtype": dtype_name,
+		"torch_dtype": dtype_name,  # the name transformers 4.x reads
+	}
+
+
+def hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+	"""Our weights under transformers' Mistral names, query/key rows in the half-rotation RoPE layout.
+
+	The output layer is left out when it is tied to the embedding (transformers re-ties it on load).
+	"""
+	expected = set(TOP_LEVEL_NAMES) | {f"blocks.{i}.{name}" for i in range(config.n_layers) for name in BLOCK_NAMES}
+	missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+	if missing or unexpected:
+		raise ValueError(
+			"these weights are not a DimensionGPT model of the given config: "
+			f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+		)
+	query_order = half_rotation_order(config.n_heads, config.head_dim)
+	key_order = half_rotation_order(config.n_kv_heads, config.head_dim)
+
+	out = {}
+	for name, tensor in state_dict.items():
+		tensor = tensor.detach().cpu()
+		if name.startswith("blocks."):
+			_, layer, rest = name.split(".", 2)
+			if rest == "attention.query.weight":
+				tensor = tensor[query_order]
+			elif rest == "attention.key.weight":
+				tensor = tensor[key_order]
+			out[f"model.layers.{layer}.{BLOCK_NAMES[rest]}"] = tensor.contiguous()
+		else:
+			out[TOP_LEVEL_NAMES[name]] = tensor.contiguous()
+	if is_tied(state_dict):
+		del out["lm_head.weight"]
+	return out
+
+
+def is_tied(state_dict: dict[str, torch.Tensor]) -> bool:
+	"""Whether the output layer is the embedding (always so in the release and in our training)."""
+	return torch.equal(state_dict["final_linear.weight"], state_dict["token_embedding.weight"])
+
+
+def generation_config(config: ModelConfig) -> dict:
+	"""`generation_config.json`: the control-token ids; sampling settings stay at transformers' defaults."""
+	return {
+		"bos_token_id": START_OF_TEXT,
+		"eos_token_id": END_OF_TEXT,
+		"pad_token_id": PADDING,
+	}
+
+
+def export_tokenizer(
+	tokenizer: Tokenizer | str | Path, out_dir: str | Path, context_length: int, vocab_size: int | None = None
+) -> None:
+	"""Write `tokenizer.json` and the files `transformers.AutoTokenizer.from_pretrained(out_dir)` reads.
+
+	The text given to the exported tokenizer must be cleaned first (`dimgpt.data.cleaning.clean`).
+	"""
+	from dimgpt.data.tokenizer import Tokenizer
+
+	name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else str(tokenizer)
+	if not isinstance(tokenizer, Tokenizer):
+		tokenizer = Tokenizer.load(tokenizer)
+	if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+		raise ValueError(
+			f"{name} has {tokenizer.vocab_size} tokens but the model has a vocabulary of {vocab_size}: "
+			"give the vocab.txt the model was trained with"
+		)
+	out_dir = Path(out_dir)
+	tokenizer.save_hf(out_dir / "tokenizer.json")
+	special = {
+		"bos_token": CONTROL_TOKENS[START_OF_TEXT],
+		"eos_token": CONTROL_TOKENS[END_OF_TEXT],
+		"pad_token": CONTROL_TOKENS[PADDING],
+		"unk_token": CONTROL_TOKENS[UNKNOWN],
+	}
+	tokenizer_config = {
+		"tokenizer_class": "PreTrainedTokenizerFast",
+		**special,
+		"model_max_length": context_length,
+		"clean_up_tokenization_spaces": False,
+		"add_bos_token": False,
+		"add_eos_token": False,
+	}
+	_write_json(out_dir / "tokenizer_config.json", tokenizer_config)
+	_write_json(out_dir / "special_tokens_map.json", special)
+
+
+def export_hf(
+	model_or_path: Transformer | str | Path,
+	out_dir: str | Path,
+	tokenizer: Tokenizer | str | Path | None = None,
+) -> Path:
+	"""Write a `transformers` `MistralForCausalLM` checkpoint of our model to `out_dir`.
+
+	model_or_path: a `Transformer`, or anything `load_model` reads (a checkpoint directory, a
+	`.safetensors` file, a raw DimensionGPT state_dict `.pt`), or a run directory (its best checkpoint,
+	else its last). tokenizer: a `Tokenizer` or a `vocab.txt` path; None exports the weights only.
+	"""
+	from dimgpt.model.loading import load_model
+
+	if isinstance(model_or_path, str | Path):
+		model = load_model(checkpoint_path(model_or_path))
+	else:
+		model = model_or_path
+	config: ModelConfig = model.config
+	state_dict = model.state_dict()
+	tensors = hf_state_dict(state_dict, config)
+	dtype = tensors["model.embed_tokens.weight"].dtype
+
+	out_dir = Path(out_dir)
+	out_dir.mkdir(parents=True, exist_ok=True)
+	save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
+	_write_json(out_dir / "config.json", hf_config(config, dtype, tied=is_tied(state_dict)))
+	_write_json(out_dir / "generation_config.json", generation_config(config))
+	if tokenizer is not None:
+		export_tokenizer(tokenizer, out_dir, config.context_length, vocab_size=config.vocab_size)
+	return out_dir
+
+
+def export_command(model_path: str | Path, out_dir: str | Path, vocab: str | Path | None = None) -> Path:
+	"""`python -m dimgpt export-hf`: resolve the checkpoint and its vocab.txt, export, say where it went."""
+	weights = checkpoint_path(model_path)
+	if vocab is None:
+		vocab = find_vocab(weights)
+		if vocab is None:
+			raise FileNotFoundError(
+				f"no vocab.txt found next to {weights} or in its run directory: "
+				"pass the model's vocabulary with --vocab PATH/vocab.txt"
+			)
+	print(f"model:     {weights}")
+	print(f"tokenizer: {vocab}")
+	out_dir = export_hf(weights, out_dir, tokenizer=vocab)
+	print(f"wrote a transformers MistralForCausalLM checkpoint to {out_dir}")
+	print("load it with transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained; clean() text first")
+	return out_dir
+
+
+def checkpoint_path(path: str | Path) -> Path:
+	"""The weights behind `path`: a run directory gives its best checkpoint, else its last."""
+	path = Path(path)
+	if not path.exists():
+		raise FileNotFoundError(f"no model at {path}: give a run directory, a checkpoint directory or a weights file")
+	if path.is_dir() and not (path / "model.safetensors").exists():
+		for name in ("best", "last"):
+			if (path / "checkpoints" / name / "model.safetensors").exists():
+				return path / "checkpoints" / name
+		raise FileNotFoundError(
+			f"{path} holds no model.safetensors and no checkpoints/best or checkpoints/last: "
+			"give a run directory, a checkpoint directory or a weights file"
+		)
+	return path
+
+
+def find_vocab(path: str | Path) -> Path | None:
+	"""The `vocab.txt` that goes with the model at `path`: next to it or in a parent (run or data directory)."""
+	path = Path(path).resolve()
+	start = path if path.is_dir() else path.parent
+	for directory in [start, *list(start.parents)[:3]]:
+		for candidate in (directory / "vocab.txt", directory / "data" / "vocab.txt"):
+			if candidate.is_file():
+				return candidate
+	return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+	path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
