@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dimgpt.data.mix import InstructMix
+
 T = TypeVar("T")
 
 
@@ -122,6 +124,7 @@ class DataConfig:
 	encode_batch_chars: int = 4_000_000  # characters handed to the tokenizer at once (bounds memory)
 	sources: tuple[SourceConfig, ...] = EMBEDDED_SOURCES
 	instruct_sources: tuple[SourceConfig, ...] = ()
+	instruct_mix: InstructMix = field(default_factory=InstructMix)  # fine-tuning groups, ratios, preprompts
 	seed: int = 0
 
 
