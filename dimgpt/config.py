@@ -153,6 +153,7 @@ class TrainConfig:
 	checkpoint_every: int = 1_000
 	log_every: int = 10
 	instruction_loss_weight: float = 0.1  # fine-tuning: weight of instruction tokens in training
+	max_nonfinite_in_row: int = 20  # this many skipped (non-finite) updates in a row stop the run
 	seed: int = 0
 
 	def __post_init__(self) -> None:
