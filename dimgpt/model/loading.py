@@ -1,0 +1,184 @@
+"""Save and load model weights: our checkpoints, safetensors files, released DimensionGPT `.pt` state dicts.
+
+`save_model(model, directory)` writes `model.safetensors` (the config JSON also sits in its metadata)
+and `model.json`. `load_model(path)` takes such a directory, a `.safetensors` file, or a raw
+`state_dict` saved with `torch.save` (the released `DimensionGPT-0.2B.pt` / `-Chat.pt`), always read
+with `weights_only=True`.
+
+Config, first found: the `config` argument, `model.json` next to the weights, the safetensors
+metadata, else inferred from the tensor shapes. Shapes give the vocabulary size, dim, layer count,
+key/value width and feed-forward width, not the head count: inference assumes DimensionGPT's head
+size of 64 (n_heads = dim / 64, n_kv_heads = kv_dim / 64) and its context 512 / window 256. Pass a
+`ModelConfig` when the weights were trained otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dimgpt.config import ModelConfig, from_dict, load_json, save_json, to_dict
+from dimgpt.model.transformer import Transformer
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+TIED_KEY = "final_linear.weight"  # same matrix as token_embedding.weight; stored once in safetensors
+INFERRED_HEAD_DIM = 64
+INFERRED_CONTEXT = 512
+INFERRED_WINDOW = 256
+
+
+def save_model(model: Transformer, directory: str | Path) -> None:
+	"""Write directory/model.safetensors and directory/model.json (the ModelConfig)."""
+	directory = Path(directory)
+	directory.mkdir(parents=True, exist_ok=True)
+	state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
+	metadata = {"format": "pt", "dimgpt_model_config": json.dumps(to_dict(model.config))}
+	# Write then rename, so that an interrupted save never leaves a half-written checkpoint behind.
+	tmp = directory / (WEIGHTS_FILE + ".tmp")
+	save_file(state, str(tmp), metadata=metadata)
+	tmp.replace(directory / WEIGHTS_FILE)
+	save_json(model.config, directory / CONFIG_FILE)
+
+
+def load_model(
+	path: str | Path,
+	*,
+	config: ModelConfig | None = None,
+	vocab_size: int | None = None,
+	device: torch.device | str = "cpu",
+	dtype: torch.dtype = torch.float32,
+) -> Transformer:
+	"""Load a Transformer from a checkpoint directory, a .safetensors file or a raw state_dict .pt.
+
+	`vocab_size` (the tokenizer's) is checked against the weights; any mismatch of keys or shapes
+	raises a ValueError naming the file, the key and both shapes.
+	"""
+	file, config = _locate(Path(path), config)
+	state, metadata = _read(file)
+	state = _normalise_keys(state)
+	if config is None and "dimgpt_model_config" in metadata:
+		config = from_dict(ModelConfig, json.loads(metadata["dimgpt_model_config"]))
+	if config is None:
+		config = infer_config(state, file)
+	if vocab_size is not None and vocab_size != config.vocab_size:
+		shape = tuple(state["token_embedding.weight"].shape) if "token_embedding.weight" in state else "?"
+		raise ValueError(
+			f"{file}: the weights have a vocabulary of {config.vocab_size} tokens (token_embedding.weight "
+			f"{shape}) but the tokenizer has {vocab_size}: use the vocab.txt these weights were trained with"
+		)
+	_check(state, config, file)
+	with torch.device("meta"):
+		model = Transformer(config)
+	model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+	model.tie_weights()
+	return model.to(device).eval()
+
+
+def infer_config(state: dict[str, torch.Tensor], file: Path | str = "<state_dict>") -> ModelConfig:
+	"""ModelConfig from the tensor shapes of a DimensionGPT-layout state_dict (see the module doc)."""
+	for key in ("token_embedding.weight", "blocks.0.attention.key.weight", "blocks.0.feed_forward.linear_1.weight"):
+		if key not in state:
+			raise ValueError(f"{file}: key {key!r} is missing: not a DimensionGPT-layout state_dict")
+	vocab_size, dim = state["token_embedding.weight"].shape
+	kv_dim = state["blocks.0.attention.key.weight"].shape[0]
+	hidden_dim = state["blocks.0.feed_forward.linear_1.weight"].shape[0]
+	n_layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
+	if dim % INFERRED_HEAD_DIM or kv_dim % INFERRED_HEAD_DIM:
+		raise ValueError(
+			f"{file}: dim {dim} / key width {kv_dim} are not multiples of {INFERRED_HEAD_DIM}, so the head "
+			"count cannot be guessed: pass config=ModelConfig(...) (or put a model.json next to the weights)"
+		)
+	return ModelConfig(
+		vocab_size=vocab_size,
+		context_length=INFERRED_CONTEXT,
+		window=INFERRED_WINDOW,
+		dim=dim,
+		n_layers=n_layers,
+		n_heads=dim // INFERRED_HEAD_DIM,
+		n_kv_heads=kv_dim // INFERRED_HEAD_DIM,
+		hidden_dim=hidden_dim,
+	)
+
+
+def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig | None]:
+	if path.is_dir():
+		file = path / WEIGHTS_FILE
+		if not file.is_file():
+			pts = sorted(path.glob("*.pt"))
+			if len(pts) != 1:
+				raise FileNotFoundError(
+					f"{path}: no {WEIGHTS_FILE} in this directory (save_model writes one); "
+					"pass the weights file itself (.safetensors or .pt)"
+				)
+			file = pts[0]
+	elif path.is_file():
+		file = path
+	else:
+		raise FileNotFoundError(
+			f"model weights not found: {path} (expected a checkpoint directory, a .safetensors file or a "
+			".pt state_dict such as models/DimensionGPT-0.2B-Chat.pt)"
+		)
+	if config is None and (file.parent / CONFIG_FILE).is_file():
+		config = load_json(ModelConfig, file.parent / CONFIG_FILE)
+	return file, config
+
+
+def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+	try:
+		if file.suffix == ".safetensors":
+			from safetensors import safe_open
+
+			with safe_open(str(file), framework="pt") as f:
+				metadata = f.metadata() or {}
+			return load_file(str(file)), metadata
+		state = torch.load(file, map_location="cpu", weights_only=True)
+	except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as error:
+		raise ValueError(
+			f"{file}: cannot read the weights, the file looks truncated or corrupt ({error}); download or copy it again"
+		) from None
+	if isinstance(state, dict) and isinstance(state.get("model"), dict):
+		state = state["model"]  # a training checkpoint holding the state_dict under "model"
+	if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+		raise ValueError(f"{file}: not a state_dict of tensors")
+	return state, {}
+
+
+def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+	# torch.compile and DistributedDataParallel prefix the names; the released files have none.
+	state = {re.sub(r"^(_orig_mod\.|module\.)+", "", k): v for k, v in state.items()}
+	if TIED_KEY not in state and "token_embedding.weight" in state:
+		state[TIED_KEY] = state["token_embedding.weight"]
+	return state
+
+
+def _check(state: dict[str, torch.Tensor], config: ModelConfig, file: Path) -> None:
+	with torch.device("meta"):
+		expected = {k: tuple(v.shape) for k, v in Transformer(config).state_dict().items()}
+	missing = [k for k in expected if k not in state]
+	unexpected = [k for k in state if k not in expected]
+	if missing or unexpected:
+		raise ValueError(
+			f"{file}: keys do not match a DimensionGPT model with {config.n_layers} layers"
+			+ (f"; missing: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else "")
+			+ (
+				f"; unexpected: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+				if unexpected
+				else ""
+			)
+		)
+	for key, shape in expected.items():
+		if tuple(state[key].shape) != shape:
+			raise ValueError(
+				f"{file}: key {key!r} has shape {tuple(state[key].shape)} in the file but the model "
+				f"({config}) expects {shape}"
+			)
+	if state[TIED_KEY] is not state["token_embedding.weight"] and not torch.equal(
+		state[TIED_KEY], state["token_embedding.weight"]
+	):
+		raise ValueError(f"{file}: {TIED_KEY} differs from token_embedding.weight, but the output layer is tied")

@@ -1,0 +1,165 @@
+"""The DimensionGPT transformer: pre-norm blocks of grouped-query sliding-window attention and SwiGLU.
+
+Module and parameter names are those of the released weights (`blocks.{i}.attention.query.weight`,
+...), so its `state_dict` loads unchanged. No biases; the output layer is tied to the embedding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dimgpt.config import ModelConfig
+from dimgpt.model.attention import attention, pick_backend, prepare_mask
+from dimgpt.model.kv_cache import KVCache
+
+
+class RMSNorm(nn.Module):
+	def __init__(self, dim: int, eps: float = 1e-5) -> None:
+		super().__init__()
+		self.eps = eps
+		self.weight = nn.Parameter(torch.ones(dim))
+
+	def forward(self, x: torch.Tensor) -> torch.Tensor:
+		x32 = x.float()  # the mean of squares overflows/underflows in half precision
+		return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+	"""cos and sin of the RoPE rotation of each position, [T, head_dim / 2], in float32."""
+	inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
+	angles = torch.outer(positions.float(), inv_freq)
+	return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+	"""Rotate adjacent pairs (dims 2k, 2k+1, one complex number) of each head. x: [B, T, H, D]."""
+	pairs = x.float().unflatten(-1, (-1, 2))
+	real, imag = pairs[..., 0], pairs[..., 1]
+	cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
+	rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+	return rotated.flatten(-2).type_as(x)
+
+
+class Attention(nn.Module):
+	def __init__(self, config: ModelConfig) -> None:
+		super().__init__()
+		self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+		self.window = config.window
+		self.query = nn.Linear(config.dim, config.dim, bias=False)
+		self.key = nn.Linear(config.dim, config.kv_dim, bias=False)
+		self.value = nn.Linear(config.dim, config.kv_dim, bias=False)
+		self.projection = nn.Linear(config.dim, config.dim, bias=False)
+
+	def forward(
+		self,
+		x: torch.Tensor,
+		rope: tuple[torch.Tensor, torch.Tensor],
+		backend: str,
+		mask: object = None,
+		cache: KVCache | None = None,
+		layer: int = 0,
+	) -> torch.Tensor:
+		B, T, _ = x.shape
+		q = self.query(x).view(B, T, self.n_heads, self.head_dim)
+		k = self.key(x).view(B, T, self.n_kv_heads, self.head_dim)
+		v = self.value(x).view(B, T, self.n_kv_heads, self.head_dim)
+		q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+		if cache is None:
+			y = attention(q, k, v, self.window, backend, mask)
+		else:
+			y = cache.attend(layer, q, k, v)
+		return self.projection(y.reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+	"""SwiGLU: linear_3(silu(linear_1(x)) * linear_2(x))."""
+
+	def __init__(self, config: ModelConfig) -> None:
+		super().__init__()
+		self.linear_1 = nn.Linear(config.dim, config.hidden_dim, bias=False)
+		self.linear_2 = nn.Linear(config.dim, config.hidden_dim, bias=False)
+		self.linear_3 = nn.Linear(config.hidden_dim, config.dim, bias=False)
+
+	def forward(self, x: torch.Tensor) -> torch.Tensor:
+		return self.linear_3(F.silu(self.linear_1(x)) * self.linear_2(x))
+
+
+class Block(nn.Module):
+	def __init__(self, config: ModelConfig) -> None:
+		super().__init__()
+		self.norm_1 = RMSNorm(config.dim, config.norm_eps)
+		self.attention = Attention(config)
+		self.norm_2 = RMSNorm(config.dim, config.norm_eps)
+		self.feed_forward = FeedForward(config)
+
+	def forward(self, x: torch.Tensor, rope, backend, mask=None, cache=None, layer=0) -> torch.Tensor:
+		x = x + self.attention(self.norm_1(x), rope, backend, mask, cache, layer)
+		return x + self.feed_forward(self.norm_2(x))
+
+
+class Transformer(nn.Module):
+	def __init__(self, config: ModelConfig) -> None:
+		super().__init__()
+		self.config = config
+		self.backend: str | None = None  # None: pick by device and dtype at each forward
+		self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
+		self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+		self.final_norm = RMSNorm(config.dim, config.norm_eps)
+		self.final_linear = nn.Linear(config.dim, config.vocab_size, bias=False)
+		self.tie_weights()
+		self.reset_parameters()
+
+	def tie_weights(self) -> None:
+		"""Share the output layer with the embedding (both keys stay in the state_dict, as released)."""
+		self.final_linear.weight = self.token_embedding.weight
+
+	@torch.no_grad()
+	def reset_parameters(self) -> None:
+		"""DimensionGPT initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""
+		std = self.config.init_std
+		for name, module in self.named_modules():
+			if isinstance(module, nn.Linear | nn.Embedding):
+				scaled = name.endswith(("attention.projection", "feed_forward.linear_3"))
+				module.weight.normal_(0.0, std / math.sqrt(2 * self.config.n_layers) if scaled else std)
+			elif isinstance(module, RMSNorm):
+				module.weight.fill_(1.0)
+		self.tie_weights()  # the loop above initialised the shared matrix twice; the embedding's std holds
+
+	def num_parameters(self) -> int:
+		return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
+
+	def forward(
+		self, tokens: torch.Tensor, cache: KVCache | None = None, padding: torch.Tensor | None = None
+	) -> torch.Tensor:
+		"""[B, T] token ids -> [B, T, vocab] logits.
+
+		With a `cache`, the tokens continue the sequence it holds; `padding` ([B, T], True on real
+		tokens) marks left padding of batched prompts and needs a cache.
+		"""
+		T = tokens.shape[1]
+		x = self.token_embedding(tokens)
+		dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+		backend = self.backend or pick_backend(x.device, dtype)
+		mask = None
+		if cache is None:
+			if padding is not None:
+				raise ValueError("padding needs a KVCache (generation path)")
+			positions = torch.arange(T, device=tokens.device)
+			mask = prepare_mask(backend, T, self.config.window, tokens.device)
+		else:
+			positions = cache.begin(T, padding)
+		rope = rope_angles(positions, self.config.head_dim, self.config.rope_theta)
+		for i, block in enumerate(self.blocks):
+			x = block(x, rope, backend, mask, cache, i)
+		if cache is not None:
+			cache.end()
+		return self.final_linear(self.final_norm(x))
+
+	def make_cache(self, batch_size: int, max_tokens: int | None = None) -> KVCache:
+		"""An empty KV cache on this model's device and dtype."""
+		weight = self.token_embedding.weight
+		return KVCache(self.config, batch_size, weight.device, weight.dtype, max_tokens)
