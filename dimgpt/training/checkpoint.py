@@ -1,0 +1,115 @@
+"""Checkpoints: model weights, optimizer and loader positions, written atomically.
+
+A checkpoint is a directory (`RUN_DIR/checkpoints/last`, `.../best`) holding
+`model.safetensors` + `model.json` (so `load_model(directory)` works on it alone), `training.pt`
+(optimizer, gradient scaler, counters, loader states, RNG states; plain tensors and containers,
+read back with `weights_only=True`) and the configs as JSON.
+
+Atomicity: the new checkpoint is written in full to `.NAME.tmp`, every file fsynced, then the old
+directory is renamed to `.NAME.old`, the new one to `NAME`, and the old one removed. A kill at any
+instant leaves either `NAME` or `.NAME.old` complete; `recover` puts the survivor back in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dimgpt.config import ModelConfig, from_dict, to_dict
+from dimgpt.model.loading import save_model
+
+TRAINING_STATE = "training.pt"
+
+
+def _fsync_path(path: Path) -> None:
+	fd = os.open(path, os.O_RDONLY)
+	try:
+		os.fsync(fd)
+	finally:
+		os.close(fd)
+
+
+def _fsync_tree(directory: Path) -> None:
+	for path in directory.iterdir():
+		if path.is_file():
+			_fsync_path(path)
+	_fsync_path(directory)
+
+
+def _siblings(directory: Path) -> tuple[Path, Path]:
+	return directory.parent / f".{directory.name}.tmp", directory.parent / f".{directory.name}.old"
+
+
+def recover(directory: str | Path) -> Path:
+	"""Finish or undo a save that was killed half-way, so `directory` is the last complete checkpoint."""
+	directory = Path(directory)
+	tmp, old = _siblings(directory)
+	if not directory.exists() and old.exists():
+		os.replace(old, directory)
+	shutil.rmtree(old, ignore_errors=True)
+	shutil.rmtree(tmp, ignore_errors=True)
+	return directory
+
+
+def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, Any], configs: dict[str, Any]) -> Path:
+	"""Write `model`, the training `state` and `configs` (name -> config dataclass) to `directory`."""
+	directory = Path(directory)
+	directory.parent.mkdir(parents=True, exist_ok=True)
+	tmp, old = _siblings(directory)
+	shutil.rmtree(tmp, ignore_errors=True)
+	tmp.mkdir()
+	save_model(model, tmp)
+	torch.save(state, tmp / TRAINING_STATE)
+	for name, config in configs.items():
+		text = json.dumps(to_dict(config), indent=2, ensure_ascii=False) + "\n"
+		(tmp / f"{name}_config.json").write_text(text, encoding="utf-8")
+	_fsync_tree(tmp)
+	if directory.exists():
+		shutil.rmtree(old, ignore_errors=True)
+		os.replace(directory, old)
+	os.replace(tmp, directory)
+	_fsync_path(directory.parent)
+	shutil.rmtree(old, ignore_errors=True)
+	return directory
+
+
+def has_checkpoint(directory: str | Path) -> bool:
+	"""Whether `directory` (after `recover`) holds a resumable checkpoint."""
+	return (recover(directory) / TRAINING_STATE).is_file()
+
+
+def load_training_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+	"""The `training.pt` of a checkpoint, read without pickle."""
+	path = recover(directory) / TRAINING_STATE
+	if not path.is_file():
+		raise FileNotFoundError(
+			f"no training state at {path}: {directory} is not a resumable checkpoint "
+			"(to start a new run from its weights, pass it as init_from)"
+		)
+	try:
+		return torch.load(path, map_location=map_location, weights_only=True)
+	except Exception as error:
+		raise ValueError(f"{path}: unreadable training state ({error}); delete the checkpoint to start over") from None
+
+
+def check_model_config(saved: ModelConfig | dict[str, Any], wanted: ModelConfig, where: str | Path) -> None:
+	"""Refuse a checkpoint whose model shape differs from the requested one, naming the fields."""
+	if isinstance(saved, dict):
+		saved = from_dict(ModelConfig, saved)
+	differences = [
+		f"{f.name}: checkpoint {getattr(saved, f.name)!r}, requested {getattr(wanted, f.name)!r}"
+		for f in dataclasses.fields(ModelConfig)
+		if getattr(saved, f.name) != getattr(wanted, f.name)
+	]
+	if differences:
+		raise ValueError(
+			f"{where} was made with a different model config ({'; '.join(differences)}); "
+			"use the preset it was trained with, or another run directory"
+		)

@@ -1,0 +1,137 @@
+"""Fine-tuning: from a pretrained run's checkpoint to a chat model.
+
+The same `train()` as pretraining, with the preset's `finetune` recipe, the instruction store of the
+dataset and the conversation mix of `dimgpt.data.mix`. The pretrained run is only read: the new run
+lives in its own directory (checkpoints, metrics, plots) and resumes from there when restarted.
+
+	RUN_DIR/finetune.json   where it started from, and the validation loss of the starting weights
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dimgpt.config import ModelConfig, Preset, TrainConfig, get_preset, load_json
+from dimgpt.data.mix import InstructMix, mix_loaders
+from dimgpt.model.loading import load_model
+from dimgpt.training.trainer import TrainResult, _data_config, train
+
+INFO_FILE = "finetune.json"
+
+
+def pretrained_checkpoint(path: str | Path, which: str = "auto") -> Path:
+	"""The checkpoint directory to start from: RUN_DIR/checkpoints/{best,last}, or a checkpoint directory.
+
+	which: "best", "last", or "auto" (best when the run has one, else last).
+	"""
+	path = Path(path)
+	if (path / "model.safetensors").is_file():
+		return path
+	checkpoints = path / "checkpoints"
+	order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}
+	if which not in order:
+		raise ValueError(f"checkpoint must be 'auto', 'best' or 'last', got {which!r}")
+	for name in order[which]:
+		if (checkpoints / name / "model.safetensors").is_file():
+			return checkpoints / name
+	raise FileNotFoundError(
+		f"no pretrained checkpoint in {path}: expected {checkpoints}/{'|'.join(order[which])}/model.safetensors "
+		"(pass the run directory of a pretraining run, e.g. runs/tiny, or a checkpoint directory)"
+	)
+
+
+def _check_separate(source: Path, run_dir: Path) -> None:
+	"""Refuse a fine-tuning run directory that is, holds or lies inside the pretrained run."""
+	source, run_dir = source.resolve(), run_dir.resolve()
+	pretrain_run = source.parent.parent if source.parent.name == "checkpoints" else source
+	for a, b in ((run_dir, pretrain_run), (pretrain_run, run_dir)):
+		if a == b or b in a.parents:
+			raise ValueError(
+				f"the fine-tuning run directory {run_dir} overlaps the pretrained run {pretrain_run}; "
+				"give the fine-tuning its own --run-dir (the pretrained run is never written to)"
+			)
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]]) -> float:
+	"""Weighted mean cross-entropy of `model` over (x, y, w) batches (answer tokens only in validation)."""
+	model.eval()
+	device = next(model.parameters()).device
+	loss_sum, weight = 0.0, 0.0
+	for x, y, w in batches:
+		x, y, w = x.to(device), y.to(device), w.to(device)
+		losses = F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), reduction="none")
+		loss_sum += (losses * w.flatten()).sum().item()
+		weight += w.sum().item()
+	return loss_sum / weight if weight > 0 else math.nan
+
+
+def finetune(
+	from_run: str | Path,
+	dataset_dir: str | Path,
+	run_dir: str | Path,
+	*,
+	preset: Preset | str = "tiny",
+	mix: InstructMix | None = None,
+	checkpoint: str = "auto",
+	train_config: TrainConfig | None = None,
+	progress: bool = True,
+	**overrides: Any,
+) -> TrainResult:
+	"""Fine-tune the pretrained run `from_run` on the instruction store of `dataset_dir` into `run_dir`.
+
+	The model shape comes from the checkpoint; the recipe is `preset.finetune` (or `train_config`),
+	with `overrides` replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's
+	`instruct_mix`, else the preset's. Restarting with the same `run_dir` resumes it.
+	"""
+	source = pretrained_checkpoint(from_run, checkpoint)
+	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+	_check_separate(source, run_dir)
+	preset = get_preset(preset) if isinstance(preset, str) else preset
+	preset = replace(preset, model=load_json(ModelConfig, source / "model.json"))
+	config = replace(train_config or preset.finetune, **overrides)
+	if mix is None:
+		data_config = _data_config(dataset_dir)
+		mix = (data_config or preset.data).instruct_mix
+	make_loader = mix_loaders(
+		dataset_dir,
+		config.batch_size,
+		preset.model.context_length,
+		mix,
+		seed=config.seed,
+		instruction_weight=config.instruction_loss_weight,
+	)
+
+	info_path = run_dir / INFO_FILE
+	if not (run_dir / "checkpoints" / "last").exists() and config.eval_batches > 0:
+		# The loss of the starting weights on the same validation batches: the "before" of the run.
+		loader = make_loader("validation", None)
+		batches = [loader.next_batch() for _ in range(config.eval_batches)]
+		before = validation_loss(load_model(source), batches)
+		run_dir.mkdir(parents=True, exist_ok=True)
+		info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
+		info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+		if progress:
+			print(f"fine-tuning {source} ; validation loss (answer tokens) before: {before:.4f}")
+	result = train(
+		preset,
+		dataset_dir,
+		run_dir,
+		init_from=source,
+		kind="instruct",
+		train_config=config,
+		make_loader=make_loader,
+		progress=progress,
+	)
+	if info_path.is_file():
+		info = json.loads(info_path.read_text(encoding="utf-8"))
+		info.update(step=result.step, val_loss_after=result.val_loss, best_val_loss=result.best_val_loss)
+		info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+	return result

@@ -1,0 +1,560 @@
+"""The training loop: AdamW, warmup + cosine, accumulation, clipping, mixed precision, resume.
+
+One `Trainer` serves pretraining and fine-tuning alike: it takes the model config, the train
+config and loaders (anything with `next_batch() -> (x, y, w)`, `state_dict()` and
+`load_state_dict()`), and owns the run directory:
+
+	RUN_DIR/checkpoints/last/   model.safetensors, model.json, training.pt, *_config.json
+	RUN_DIR/checkpoints/best/   the same, at the best validation loss
+	RUN_DIR/metrics.jsonl       one JSON record per log / validation
+	RUN_DIR/loss.png, accuracy.png
+	RUN_DIR/STOP                create it to stop the run gracefully (checkpoint, then exit)
+
+`train()` builds everything from a preset and a dataset directory, alone or under `torchrun`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from dimgpt.config import DataConfig, ModelConfig, Preset, TrainConfig, from_dict, get_preset, to_dict
+from dimgpt.model.loading import load_model
+from dimgpt.model.transformer import Transformer
+from dimgpt.training.checkpoint import check_model_config, has_checkpoint, load_training_state, save_checkpoint
+from dimgpt.training.distributed import (
+	Distributed,
+	all_reduce,
+	barrier,
+	cleanup_distributed,
+	gather_objects,
+	setup_distributed,
+)
+from dimgpt.training.metrics import MetricsLog, Smoother, flops_per_token, peak_flops
+from dimgpt.training.plots import plot_metrics
+from dimgpt.training.schedule import learning_rate
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class Loader(Protocol):
+	def next_batch(self) -> Batch: ...
+	def state_dict(self) -> dict[str, Any]: ...
+	def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+	"""How a call to `Trainer.fit` ended."""
+
+	reason: str  # done | stop-file | interrupted | terminated
+	step: int
+	tokens: int
+	val_loss: float | None
+	best_val_loss: float | None
+	run_dir: Path
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+	"""`auto`: bf16 on CUDA when supported, fp16 (with a gradient scaler) on older GPUs, fp32 on CPU."""
+	if precision != "auto":
+		return precision
+	if device.type == "cuda":
+		return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+	return "fp32"
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+	"""AdamW with weight decay on matrices (≥2-D) only; norms' gains are not decayed."""
+	# named_parameters lists a shared tensor once, so the tied embedding / output weight is one entry.
+	params = [p for p in model.parameters() if p.requires_grad]
+	groups = [
+		{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+		{"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+	]
+	fused = True if device.type == "cuda" else None
+	return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps, fused=fused)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+	kind, keys, pos, has_gauss, gauss = np.random.get_state()
+	state = {
+		"python": random.getstate(),
+		"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+		"torch": torch.get_rng_state(),
+	}
+	if device.type == "cuda":
+		state["cuda"] = torch.cuda.get_rng_state(device)
+	return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+	random.setstate(_as_tuple(state["python"]))
+	kind, keys, pos, has_gauss, gauss = state["numpy"]
+	np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+	torch.set_rng_state(state["torch"].cpu())
+	if device.type == "cuda" and "cuda" in state:
+		torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _as_tuple(value: Any) -> Any:
+	return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class Trainer:
+	"""Trains `model_config` with `train_config` on `train_loader`, resuming RUN_DIR if it holds a run."""
+
+	def __init__(
+		self,
+		model_config: ModelConfig,
+		train_config: TrainConfig,
+		run_dir: str | Path,
+		train_loader: Loader,
+		val_loader: Loader | None = None,
+		*,
+		data_config: DataConfig | None = None,
+		init_from: str | Path | None = None,
+		env: Distributed | None = None,
+		progress: bool = True,
+		epoch_tokens: int | None = None,
+	) -> None:
+		self.model_config, self.config, self.data_config = model_config, train_config, data_config
+		self.run_dir = Path(run_dir)
+		self.last_dir, self.best_dir = self.run_dir / "checkpoints" / "last", self.run_dir / "checkpoints" / "best"
+		self.train_loader, self.val_loader = train_loader, val_loader
+		self.env = env or Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+		self.device = self.env.device
+		self.progress, self.epoch_tokens = progress, epoch_tokens
+		self.precision = resolve_precision(train_config.precision, self.device)
+		self.grad_accum = max(1, train_config.grad_accum // self.env.world_size)
+		self.tokens_per_step = (
+			train_config.batch_size * self.grad_accum * model_config.context_length * self.env.world_size
+		)
+		self.step, self.tokens, self.skipped, self.nonfinite_in_row, self.elapsed = 0, 0, 0, 0, 0.0
+		self.best_val_loss: float | None = None
+		self.val_loss: float | None = None
+		self.smooth_loss, self.smooth_accuracy = Smoother(), Smoother()
+		self._signal: int | None = None
+
+		resume = has_checkpoint(self.last_dir)
+		state = load_training_state(self.last_dir) if resume else None
+		if state is not None:
+			check_model_config(state["configs"]["model"], model_config, self.last_dir)
+			self.model = load_model(self.last_dir)
+		elif init_from is not None:
+			self.model = load_model(init_from)
+			check_model_config(self.model.config, model_config, init_from)
+		else:
+			torch.manual_seed(train_config.seed)
+			self.model = Transformer(model_config)
+		self.model.to(self.device)
+		self.optimizer = make_optimizer(self.model, train_config, self.device)
+		self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+		if self.precision == "fp32":
+			self.autocast = nullcontext
+		else:
+			dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+			self.autocast = lambda: torch.autocast(self.device.type, dtype=dtype)
+		if state is not None:
+			self._load_state(state)
+
+		self.val_batches = [val_loader.next_batch() for _ in range(train_config.eval_batches)] if val_loader else []
+		self.train_model: nn.Module = self.model
+		if train_config.compile:
+			self.train_model = torch.compile(self.model)
+		if self.env.enabled:
+			device_ids = [self.device.index] if self.device.type == "cuda" else None
+			self.train_model = DistributedDataParallel(self.train_model, device_ids=device_ids)
+		self.flops_per_token = flops_per_token(model_config)
+		self.peak_flops = peak_flops(self.device)
+		self.metrics = (
+			MetricsLog(self.run_dir / "metrics.jsonl", self.step if state else None) if self.env.is_main else None
+		)
+
+	# --- state ------------------------------------------------------------------------------------
+
+	def _load_state(self, state: dict[str, Any]) -> None:
+		if state["world_size"] != self.env.world_size:
+			raise ValueError(
+				f"{self.last_dir} was saved by {state['world_size']} process(es) but this run has "
+				f"{self.env.world_size}; resume with the same number of processes (each holds its loader position)"
+			)
+		changed = [
+			f"{k}: {v!r} -> {getattr(self.config, k)!r}"
+			for k, v in state["configs"]["train"].items()
+			if k in to_dict(self.config) and getattr(self.config, k) != _as_tuple(v)
+		]
+		if changed and self.env.is_main:
+			print(f"resuming {self.last_dir} with a changed train config: {'; '.join(changed)}")
+		self.optimizer.load_state_dict(state["optimizer"])
+		self.scaler.load_state_dict(state["scaler"])
+		self.train_loader.load_state_dict(state["loaders"][self.env.rank])
+		_set_rng_state(state["rng"][self.env.rank], self.device)
+		self.step, self.tokens, self.skipped = state["step"], state["tokens"], state["skipped"]
+		self.nonfinite_in_row, self.elapsed = state["nonfinite_in_row"], state["elapsed"]
+		self.best_val_loss, self.val_loss = state["best_val_loss"], state["val_loss"]
+		self.smooth_loss.load_state_dict(state["smooth_loss"])
+		self.smooth_accuracy.load_state_dict(state["smooth_accuracy"])
+
+	def _state(self) -> dict[str, Any]:
+		"""The training state (every rank calls this: it gathers the loader positions)."""
+		configs = {"model": to_dict(self.model_config), "train": to_dict(self.config)}
+		if self.data_config is not None:
+			configs["data"] = to_dict(self.data_config)
+		return {
+			"step": self.step,
+			"tokens": self.tokens,
+			"skipped": self.skipped,
+			"nonfinite_in_row": self.nonfinite_in_row,
+			"elapsed": self.elapsed,
+			"best_val_loss": self.best_val_loss,
+			"val_loss": self.val_loss,
+			"smooth_loss": self.smooth_loss.state_dict(),
+			"smooth_accuracy": self.smooth_accuracy.state_dict(),
+			"optimizer": self.optimizer.state_dict(),
+			"scaler": self.scaler.state_dict(),
+			"loaders": gather_objects(self.train_loader.state_dict(), self.env),
+			"rng": gather_objects(_rng_state(self.device), self.env),
+			"world_size": self.env.world_size,
+			"configs": configs,
+		}
+
+	def save(self, directory: Path | None = None) -> None:
+		"""Checkpoint to `last` (or `directory`); rank 0 writes, the others only hand in their state."""
+		state = self._state()
+		if self.env.is_main:
+			configs = {"train": self.config} | ({"data": self.data_config} if self.data_config else {})
+			self.metrics.sync()
+			save_checkpoint(directory or self.last_dir, self.model, state, configs)
+		barrier(self.env)
+		if directory is None:
+			self._saved_step = self.step
+
+	# --- one optimizer step -------------------------------------------------------------------------
+
+	def _forward(
+		self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+	) -> tuple[torch.Tensor, torch.Tensor]:
+		"""Weighted sums (not means) of the token losses and of the argmax hits."""
+		with self.autocast():
+			logits = model(x)
+		losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+		loss_sum = (losses * w.flatten()).sum()
+		with torch.no_grad():
+			hits = ((logits.argmax(dim=-1) == y).float() * w).sum()
+		return loss_sum, hits
+
+	def train_step(self) -> dict[str, float]:
+		"""One update on `grad_accum` micro-batches, as one big batch would do it."""
+		self.train_model.train()
+		batches = [
+			[t.to(self.device, non_blocking=True) for t in self.train_loader.next_batch()]
+			for _ in range(self.grad_accum)
+		]
+		# Normalise by the loss weight of the whole (all ranks, all micro-batches) batch, so that k
+		# micro-batches of unequal padding give exactly the gradient of one big batch.
+		weight = all_reduce(sum(w.sum(dtype=torch.float32) for _, _, w in batches), self.env)
+		weight = weight.clamp(min=1e-6)
+		lr = learning_rate(self.step, self.config)
+		for group in self.optimizer.param_groups:
+			group["lr"] = lr
+		loss_sum = torch.zeros((), device=self.device)
+		hits = torch.zeros((), device=self.device)
+		for i, (x, y, w) in enumerate(batches):
+			last = i == len(batches) - 1
+			sync = self.train_model.no_sync() if self.env.enabled and not last else nullcontext()
+			with sync:
+				batch_loss, batch_hits = self._forward(self.train_model, x, y, w)
+				# DDP averages gradients over ranks; the world size undoes that to get the global sum / weight.
+				self.scaler.scale(batch_loss * self.env.world_size / weight).backward()
+			loss_sum += batch_loss.detach()
+			hits += batch_hits
+		if self.scaler.is_enabled():
+			self.scaler.unscale_(self.optimizer)
+		max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+		grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+		sums = all_reduce(torch.stack([loss_sum, hits]), self.env)
+		loss, accuracy = (sums / weight).tolist()
+		grad_norm = grad_norm.item()
+		finite = math.isfinite(loss) and math.isfinite(grad_norm)
+		if finite:
+			self.scaler.step(self.optimizer)
+		if self.scaler.is_enabled():
+			self.scaler.update()
+		self.optimizer.zero_grad(set_to_none=True)
+		return {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm, "lr": lr, "finite": finite}
+
+	@torch.no_grad()
+	def evaluate(self) -> dict[str, float]:
+		"""Loss and accuracy on the fixed validation batches (summed over ranks)."""
+		self.model.eval()
+		sums = torch.zeros(3, device=self.device)
+		for batch in self.val_batches:
+			x, y, w = (t.to(self.device) for t in batch)
+			loss_sum, hits = self._forward(self.model, x, y, w)
+			sums += torch.stack([loss_sum, hits, w.sum(dtype=torch.float32)])
+		all_reduce(sums, self.env)
+		loss, hits, weight = sums.tolist()
+		weight = max(weight, 1e-6)
+		return {"val_loss": loss / weight, "val_accuracy": hits / weight}
+
+	# --- the loop -----------------------------------------------------------------------------------
+
+	def _handle_signal(self, signum: int, frame: Any) -> None:
+		if self._signal is not None and signum == signal.SIGINT:
+			raise KeyboardInterrupt  # a second Ctrl-C: stop now, the last checkpoint stays as it was
+		self._signal = signum
+		if self.env.is_main:
+			tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
+
+	def _stop_reason(self, started: float) -> str | None:
+		"""Why to stop before the next step, agreed on by all ranks."""
+		c = self.config
+		elapsed = self.elapsed + time.perf_counter() - started
+		stop_file = self.run_dir / "STOP"
+		flags = torch.tensor(
+			[
+				c.max_steps is not None and self.step >= c.max_steps,
+				c.max_tokens is not None and self.tokens >= c.max_tokens,
+				c.max_seconds is not None and elapsed >= c.max_seconds,
+				self.env.is_main and stop_file.exists(),
+				self._signal == signal.SIGINT,
+				self._signal is not None and self._signal != signal.SIGINT,
+			],
+			dtype=torch.float32,
+			device=self.device,
+		)
+		flags = all_reduce(flags, self.env, op="max").tolist()
+		for flag, reason in zip(flags, ("done", "done", "done", "stop-file", "interrupted", "terminated")):
+			if flag:
+				if reason == "stop-file" and self.env.is_main:
+					stop_file.unlink(missing_ok=True)
+				return reason
+		return None
+
+	def _log(self, record: dict[str, Any]) -> None:
+		if self.metrics is not None:
+			self.metrics.write(record)
+
+	def _validate(self) -> None:
+		if not self.val_batches:
+			return
+		result = self.evaluate()
+		self.val_loss = result["val_loss"]
+		self._log({"step": self.step, "tokens": self.tokens, **result})
+		if self.best_val_loss is None or self.val_loss < self.best_val_loss:
+			self.best_val_loss = self.val_loss
+			self.save(self.best_dir)
+		self._validated_step = self.step
+
+	def fit(self) -> TrainResult:
+		"""Train until the budget, a STOP file, Ctrl-C or SIGTERM; checkpoint; return why it stopped."""
+		c = self.config
+		handlers = {}
+		if threading.current_thread() is threading.main_thread():
+			for signum in (signal.SIGINT, signal.SIGTERM):
+				handlers[signum] = signal.signal(signum, self._handle_signal)
+		self._signal = None
+		self._saved_step = self._validated_step = self.step
+		total = c.max_steps
+		if c.max_tokens is not None:
+			total = min(total or math.inf, math.ceil(c.max_tokens / self.tokens_per_step))
+		bar = tqdm(
+			total=total,
+			initial=self.step,
+			unit="step",
+			disable=not (self.progress and self.env.is_main),
+			dynamic_ncols=True,
+		)
+		started = time.perf_counter()
+		last_time, last_tokens = started, self.tokens
+		if self.env.is_main:
+			tqdm.write(
+				f"training on {self.device} ({self.precision}, {self.env.world_size} process(es)), "
+				f"{self.tokens_per_step:,} tokens a step, from step {self.step}"
+			)
+		try:
+			while (reason := self._stop_reason(started)) is None:
+				out = self.train_step()
+				self.step += 1
+				self.tokens += self.tokens_per_step
+				if out["finite"]:
+					self.nonfinite_in_row = 0
+					self.smooth_loss.update(out["loss"])
+					self.smooth_accuracy.update(out["accuracy"])
+				else:
+					self.skipped += 1
+					self.nonfinite_in_row += 1
+					tqdm.write(
+						f"step {self.step}: non-finite loss or gradient (loss {out['loss']}, grad norm {out['grad_norm']}), update skipped"
+					)
+					if self.nonfinite_in_row >= c.max_nonfinite_in_row:
+						raise RuntimeError(
+							f"{self.nonfinite_in_row} non-finite losses or gradients in a row (step {self.step}); "
+							f"the weights were not updated and {self.last_dir} is intact. Lower the learning rate, "
+							"check the data, or train in bf16/fp32 rather than fp16"
+						)
+				if self.step % c.log_every == 0 or not out["finite"]:
+					now = time.perf_counter()
+					speed = (self.tokens - last_tokens) / max(now - last_time, 1e-9)
+					last_time, last_tokens = now, self.tokens
+					record = {
+						"step": self.step,
+						"tokens": self.tokens,
+						"epoch": self.tokens / self.epoch_tokens if self.epoch_tokens else None,
+						"lr": out["lr"],
+						"loss": out["loss"],
+						"accuracy": out["accuracy"],
+						"loss_smooth": self.smooth_loss.value,
+						"accuracy_smooth": self.smooth_accuracy.value,
+						"grad_norm": out["grad_norm"],
+						"skipped": self.skipped,
+						"tokens_per_second": speed,
+						"mfu": speed * self.flops_per_token / (self.peak_flops * self.env.world_size)
+						if self.peak_flops
+						else None,
+						"elapsed": self.elapsed + now - started,
+					}
+					self._log(record)
+					bar.set_postfix(
+						loss=f"{self.smooth_loss.value:.3f}",
+						acc=f"{self.smooth_accuracy.value:.1%}",
+						lr=f"{out['lr']:.2e}",
+						tok_s=f"{speed:,.0f}",
+						refresh=False,
+					)
+				bar.update(1)
+				if c.eval_every and self.step % c.eval_every == 0:
+					self._validate()
+				if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+					self.elapsed += time.perf_counter() - started
+					started = time.perf_counter()
+					self.save()
+					if self.env.is_main:
+						plot_metrics(self.run_dir)
+			if reason == "done" and self._validated_step != self.step:
+				self._validate()
+			self.elapsed += time.perf_counter() - started
+			if self._saved_step != self.step:
+				self.save()
+		finally:
+			bar.close()
+			for signum, handler in handlers.items():
+				signal.signal(signum, handler)
+		if self.env.is_main:
+			plot_metrics(self.run_dir)
+			tqdm.write(f"stopped ({reason}) at step {self.step}, {self.tokens:,} tokens; checkpoint in {self.last_dir}")
+		return TrainResult(reason, self.step, self.tokens, self.val_loss, self.best_val_loss, self.run_dir)
+
+	def close(self) -> None:
+		if self.metrics is not None:
+			self.metrics.close()
+
+
+# --- building a run from a preset -------------------------------------------------------------------
+
+
+def default_loader(kind: str, dataset_dir: str | Path, model_config: ModelConfig, config: TrainConfig):
+	"""A function `(split, env) -> loader` over the dataset in `dataset_dir`."""
+	from dimgpt.data.loader import InstructLoader, PretrainLoader
+
+	def make(split: str, env: Distributed) -> Loader:
+		common = {"seed": config.seed, "rank": env.rank, "world_size": env.world_size}
+		if kind == "pretrain":
+			return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
+		if kind == "instruct":
+			return InstructLoader(
+				dataset_dir, split, config.batch_size, model_config.context_length, training=split == "train", **common
+			)
+		raise ValueError(f"kind must be 'pretrain' or 'instruct', got {kind!r}")
+
+	return make
+
+
+def train(
+	preset: Preset | str,
+	dataset_dir: str | Path,
+	run_dir: str | Path,
+	*,
+	init_from: str | Path | None = None,
+	kind: str = "pretrain",
+	train_config: TrainConfig | None = None,
+	make_loader: Any = None,
+	progress: bool = True,
+	**overrides: Any,
+) -> TrainResult:
+	"""Train (or resume) a run of `preset` on `dataset_dir` into `run_dir`; works alone or under torchrun.
+
+	`kind="instruct"` fine-tunes with the preset's `finetune` recipe (usually with `init_from` a
+	pretrained checkpoint). `overrides` replace fields of the train config (`max_steps=100`, ...).
+	`make_loader(split, env)` replaces the dataset's loaders.
+	"""
+	preset = get_preset(preset) if isinstance(preset, str) else preset
+	config = train_config or (preset.train if kind == "pretrain" else preset.finetune)
+	config = replace(config, **overrides)
+	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+	_check_vocab(dataset_dir, preset.model)
+	env = setup_distributed()
+	make_loader = make_loader or default_loader(kind, dataset_dir, preset.model, config)
+	train_loader = make_loader("train", env)
+	val_loader = make_loader("validation", env) if config.eval_batches > 0 else None
+	trainer = None
+	try:
+		trainer = Trainer(
+			preset.model,
+			config,
+			run_dir,
+			train_loader,
+			val_loader,
+			data_config=_data_config(dataset_dir),
+			init_from=init_from,
+			env=env,
+			progress=progress,
+			epoch_tokens=getattr(train_loader, "num_tokens", None),
+		)
+		return trainer.fit()
+	finally:
+		if trainer is not None:
+			trainer.close()
+		for loader in (train_loader, val_loader):
+			if loader is not None and hasattr(loader, "close"):
+				loader.close()
+		cleanup_distributed()
+
+
+def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
+	vocab = dataset_dir / "vocab.txt"
+	if vocab.is_file():
+		size = vocab.read_text(encoding="utf-8").count("\n") + 1
+		if size > model_config.vocab_size:
+			raise ValueError(
+				f"{vocab} has {size} tokens but the model's vocab_size is {model_config.vocab_size}; "
+				"use the preset the dataset was made for, or rebuild the dataset"
+			)
+
+
+def _data_config(dataset_dir: Path) -> DataConfig | None:
+	import json
+
+	for name in ("data_config.json", "config.json"):
+		path = dataset_dir / name
+		if path.is_file():
+			try:
+				return from_dict(DataConfig, json.loads(path.read_text(encoding="utf-8")))
+			except (ValueError, TypeError):
+				return None
+	return None
