@@ -1,0 +1,310 @@
+"""Training-side loaders: batches of token windows with per-token loss weights, prefetched off the training thread.
+
+Batch number `step` is drawn from its own random generator, seeded by (seed, rank, step): the loader
+state is just the number of the next batch, batches do not depend on how many were prefetched, and
+ranks draw different data. Prefetching runs `prefetch` batches ahead in a background thread.
+
+Pretraining window (DimensionGPT): pick a source with probability size × multiplier, a random token
+of it, read on to the end of that document, then append whole random documents (source re-drawn each
+time) until `context_length + 1` tokens. Instruction windows are built the same way from conversations,
+with the loss weights of the chat format.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dimgpt.data.instruct import ANSWER, PADDING_MARK, PROMPT, open_instruct_source
+from dimgpt.data.store import SPLITS, Shard, StoreError, open_source, read_json
+
+
+@dataclass
+class _Source:
+	"""The shards of one source for one split, with cumulative token and document counts across shards."""
+
+	name: str
+	shards: list[Shard]
+	weight: float
+	marks: list[np.ndarray] | None = None  # instruction data: per-token role marks, one array per shard
+
+	def __post_init__(self) -> None:
+		self.token_starts = np.cumsum([0] + [len(s.tokens) for s in self.shards])
+		self.doc_starts = np.cumsum([0] + [s.documents for s in self.shards])
+
+	@property
+	def tokens(self) -> int:
+		return int(self.token_starts[-1])
+
+	@property
+	def documents(self) -> int:
+		return int(self.doc_starts[-1])
+
+	def locate_token(self, position: int) -> tuple[int, int, int]:
+		"""(shard, start, end) of the rest of the document holding global token `position`."""
+		k = int(np.searchsorted(self.token_starts, position, side="right")) - 1
+		local = position - int(self.token_starts[k])
+		offsets = self.shards[k].offsets
+		d = int(np.searchsorted(offsets, local, side="right")) - 1
+		return k, local, int(offsets[d + 1])
+
+	def locate_document(self, index: int) -> tuple[int, int, int]:
+		"""(shard, start, end) of document `index`."""
+		k = int(np.searchsorted(self.doc_starts, index, side="right")) - 1
+		offsets = self.shards[k].offsets
+		d = index - int(self.doc_starts[k])
+		return k, int(offsets[d]), int(offsets[d + 1])
+
+
+class _Loader:
+	"""Deterministic batches numbered by step, prefetched in a thread; subclasses fill one row."""
+
+	def __init__(
+		self,
+		sources: list[_Source],
+		split: str,
+		batch_size: int,
+		context_length: int,
+		*,
+		seed: int,
+		rank: int,
+		world_size: int,
+		prefetch: int,
+	) -> None:
+		if split not in SPLITS:
+			raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+		if not 0 <= rank < world_size:
+			raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+		sources = [s for s in sources if s.tokens > 0 and s.weight > 0]
+		if not sources:
+			raise StoreError(f"no {split} data with a positive multiplier in this dataset: check create-data's summary")
+		self.sources, self.split = sources, split
+		self.batch_size, self.context_length = batch_size, context_length
+		self.seed, self.rank, self.world_size, self.prefetch = seed, rank, world_size, max(1, prefetch)
+		weights = np.array([s.weight for s in sources], dtype=np.float64)
+		self.probabilities = weights / weights.sum()
+		self._step = 0
+		self._thread: threading.Thread | None = None
+		self._queue: queue.Queue = queue.Queue(maxsize=self.prefetch)
+		self._stop = threading.Event()
+
+	# --- batches ---------------------------------------------------------------------------------
+
+	def make_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+		"""Window tokens [B, T+1] and target weights [B, T] of batch `step` (pure function of the step)."""
+		rng = np.random.default_rng([self.seed, self.rank, self.world_size, step])
+		size = self.context_length + 1
+		tokens = np.empty((self.batch_size, size), dtype=np.int64)
+		marks = np.empty((self.batch_size, size), dtype=np.uint8)
+		first_sources = rng.choice(len(self.sources), size=self.batch_size, p=self.probabilities)
+		for row in range(self.batch_size):
+			self.fill_row(rng, tokens[row], marks[row], int(first_sources[row]))
+		return tokens, self.weights(marks[:, 1:])
+
+	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, marks: np.ndarray, first: int) -> None:
+		"""A random start in a document of source `first`, then whole random documents."""
+		source = self.sources[first]
+		k, start, end = source.locate_token(int(rng.integers(source.tokens)))
+		n = self._copy(source, k, start, end, tokens, marks, 0)
+		while n < len(tokens):
+			source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
+			k, start, end = source.locate_document(int(rng.integers(source.documents)))
+			n = self._copy(source, k, start, end, tokens, marks, n)
+
+	@staticmethod
+	def _copy(source: _Source, k: int, start: int, end: int, tokens: np.ndarray, marks: np.ndarray, n: int) -> int:
+		length = min(end - start, len(tokens) - n)
+		tokens[n : n + length] = source.shards[k].tokens[start : start + length]
+		if source.marks is not None:
+			marks[n : n + length] = source.marks[k][start : start + length]
+		else:
+			marks[n : n + length] = ANSWER
+		return n + length
+
+	def weights(self, target_marks: np.ndarray) -> np.ndarray:
+		"""Loss weight of each target token from its mark."""
+		table = np.zeros(256, dtype=np.float32)
+		table[ANSWER] = 1.0
+		return table[target_marks]
+
+	# --- the iterator interface the trainer uses --------------------------------------------------
+
+	def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+		"""x [B,T] int64 inputs, y [B,T] int64 targets (x shifted by one), w [B,T] float32 loss weights."""
+		if self._thread is None:
+			self._start()
+		step, batch = self._queue.get()
+		if isinstance(batch, BaseException):
+			self._thread = None
+			raise batch
+		assert step == self._step, f"prefetched batch {step} is not the expected {self._step}"
+		self._step += 1
+		window, weights = batch
+		window = torch.from_numpy(window)
+		return window[:, :-1], window[:, 1:], torch.from_numpy(weights)
+
+	def state_dict(self) -> dict[str, Any]:
+		"""JSON-able position: the number of the next batch `next_batch` returns."""
+		return {
+			"step": self._step,
+			"seed": self.seed,
+			"rank": self.rank,
+			"world_size": self.world_size,
+			"split": self.split,
+		}
+
+	def load_state_dict(self, state: dict[str, Any]) -> None:
+		"""Continue from `state`: the following batches are those that followed when it was taken."""
+		self._halt()
+		self._step = int(state["step"])
+		self.seed = int(state.get("seed", self.seed))
+
+	def close(self) -> None:
+		"""Stop the prefetch thread."""
+		self._halt()
+
+	def __del__(self) -> None:
+		self._halt()
+
+	def _start(self) -> None:
+		self._stop = threading.Event()
+		self._queue = queue.Queue(maxsize=self.prefetch)
+		self._thread = threading.Thread(target=self._work, args=(self._step, self._stop, self._queue), daemon=True)
+		self._thread.start()
+
+	def _work(self, step: int, stop: threading.Event, out: queue.Queue) -> None:
+		while not stop.is_set():
+			try:
+				item: Any = self.make_batch(step)
+			except BaseException as error:
+				item = error
+			while not stop.is_set():
+				try:
+					out.put((step, item), timeout=0.1)
+					break
+				except queue.Full:
+					continue
+			if isinstance(item, BaseException):
+				return
+			step += 1
+
+	def _halt(self) -> None:
+		thread = getattr(self, "_thread", None)
+		if thread is not None:
+			self._stop.set()
+			thread.join()
+			self._thread = None
+
+
+def _dataset_manifest(dataset_dir: Path) -> dict[str, Any]:
+	path = Path(dataset_dir) / "data.json"
+	if not path.exists():
+		raise StoreError(f"{path} not found: run `python -m dimgpt create-data --out {dataset_dir}` first")
+	return read_json(path)
+
+
+class PretrainLoader(_Loader):
+	"""Pretraining batches from the shards of a dataset folder (see `dimgpt.data.store`)."""
+
+	def __init__(
+		self,
+		dataset_dir: str | Path,
+		split: str,
+		batch_size: int,
+		context_length: int,
+		*,
+		seed: int = 0,
+		rank: int = 0,
+		world_size: int = 1,
+		prefetch: int = 4,
+	) -> None:
+		dataset_dir = Path(dataset_dir)
+		manifest = _dataset_manifest(dataset_dir)
+		sources = []
+		for name in manifest["pretrain"]:
+			source_manifest, shards = open_source(dataset_dir / "pretrain" / name, split)
+			tokens = sum(len(s.tokens) for s in shards)
+			sources.append(_Source(name, shards, tokens * float(source_manifest["multiplier"])))
+		super().__init__(
+			sources,
+			split,
+			batch_size,
+			context_length,
+			seed=seed,
+			rank=rank,
+			world_size=world_size,
+			prefetch=prefetch,
+		)
+
+
+class InstructLoader(_Loader):
+	"""Fine-tuning batches from the stored conversations of a dataset folder (see `dimgpt.data.instruct`).
+
+	Loss weights: 1.0 on answer tokens (and the token that closes an answer), `instruction_weight` on
+	instruction tokens when `training` (0 otherwise), 0 on padding. `training` defaults to split == "train".
+	"""
+
+	def __init__(
+		self,
+		dataset_dir: str | Path,
+		split: str,
+		batch_size: int,
+		context_length: int,
+		*,
+		seed: int = 0,
+		rank: int = 0,
+		world_size: int = 1,
+		training: bool | None = None,
+		instruction_weight: float = 0.1,
+		prefetch: int = 4,
+	) -> None:
+		dataset_dir = Path(dataset_dir)
+		manifest = _dataset_manifest(dataset_dir)
+		self.training = split == "train" if training is None else training
+		self.instruction_weight = instruction_weight
+		sources = []
+		for name in manifest.get("instruct", {}):
+			source_manifest, shard, marks, groups = open_instruct_source(dataset_dir / "instruct" / name, split)
+			weight = len(shard.tokens) * float(source_manifest["multiplier"])
+			source = _Source(name, [shard], weight, marks=[marks])
+			source.groups = groups  # type: ignore[attr-defined]
+			sources.append(source)
+		if not sources:
+			raise StoreError(
+				f"{dataset_dir / 'data.json'} lists no instruction data: give create-data instruction sources "
+				"(e.g. `--sources corpus-fr`)"
+			)
+		super().__init__(
+			sources,
+			split,
+			batch_size,
+			context_length,
+			seed=seed,
+			rank=rank,
+			world_size=world_size,
+			prefetch=prefetch,
+		)
+
+	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, marks: np.ndarray, first: int) -> None:
+		"""A random start inside a conversation of source `first`, then whole random conversations."""
+		source = self.sources[first]
+		k, start, end = source.locate_document(int(rng.integers(source.documents)))
+		start = int(rng.integers(start, end))
+		n = self._copy(source, k, start, end, tokens, marks, 0)
+		while n < len(tokens):
+			source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
+			k, start, end = source.locate_document(int(rng.integers(source.documents)))
+			n = self._copy(source, k, start, end, tokens, marks, n)
+
+	def weights(self, target_marks: np.ndarray) -> np.ndarray:
+		table = np.zeros(256, dtype=np.float32)
+		table[ANSWER] = 1.0
+		table[PADDING_MARK] = 0.0
+		table[PROMPT] = self.instruction_weight if self.training else 0.0
+		return table[target_marks]

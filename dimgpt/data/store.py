@@ -1,0 +1,231 @@
+"""Token store: memmapped shard files of token ids, plain and inspectable.
+
+Layout of a dataset folder (`create_data` writes it, the loaders read it):
+
+    vocab.txt, data.json                    the tokenizer and the dataset manifest
+    pretrain/SOURCE/source.json             per-source manifest (written when the source is complete)
+    pretrain/SOURCE/SPLIT_00000.bin         raw token ids, uint16 (uint32 when the vocab exceeds 65,536)
+    pretrain/SOURCE/SPLIT_00000.idx.npy     int64 document offsets into the shard: documents + 1 values
+    pretrain/SOURCE/SPLIT_00000.json        shard manifest, written last: its presence means "complete"
+
+Every document is stored as `⮜start-of-text⮞ tokens ⮜end-of-text⮞`. A shard holds whole documents and
+at most `shard_tokens` tokens (a single longer document gets a shard of its own). Files are written
+under a `.tmp` name and renamed when complete, so an interrupted run leaves only whole shards behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation")
+
+
+class StoreError(RuntimeError):
+	"""A dataset folder is missing, corrupt or made with another tokenizer; the message says what to do."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+	"""uint16 while every id fits, uint32 beyond."""
+	return np.dtype(np.uint16 if vocab_size <= 65_536 else np.uint32)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+	"""Write JSON atomically (temporary name, then rename)."""
+	tmp = path.with_name(path.name + ".tmp")
+	tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+	os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+	"""Read a manifest, naming the file on error."""
+	try:
+		return json.loads(Path(path).read_text(encoding="utf-8"))
+	except FileNotFoundError:
+		raise StoreError(f"{path} not found: run `python -m dimgpt create-data` for this folder first") from None
+	except json.JSONDecodeError as error:
+		raise StoreError(f"{path} is corrupt ({error}): delete it and run create-data again") from None
+
+
+def validation_count(n: int, fraction: float, minimum: int) -> int:
+	"""How many of n documents are held out: max(minimum, fraction·n), at most half of them."""
+	return min(max(minimum, round(n * fraction)), n // 2)
+
+
+def held_out(i: np.ndarray | int, n: int, held: int) -> np.ndarray:
+	"""Whether item i of n is one of the `held` held-out items, spread evenly over the stream.
+
+	Item i is held out when floor((i + 1/2)·held/n) steps up at it: exactly `held` items, no state.
+	"""
+	i = np.asarray(i, dtype=np.int64)
+	if held == 0:
+		return np.zeros(i.shape, dtype=bool)
+	return ((2 * i + 1) * held // (2 * n)) != ((2 * i - 1) * held // (2 * n))
+
+
+def shard_stem(directory: Path, split: str, index: int) -> Path:
+	return Path(directory) / f"{split}_{index:05d}"
+
+
+def check_fingerprint(manifest: dict[str, Any], path: Path, fingerprint: str) -> None:
+	"""Refuse data made with another tokenizer (or another format version)."""
+	if manifest.get("format_version") != FORMAT_VERSION:
+		raise StoreError(
+			f"{path} has format version {manifest.get('format_version')}, this code reads version "
+			f"{FORMAT_VERSION}: delete {path.parent} and run create-data again"
+		)
+	if manifest.get("tokenizer_fingerprint") != fingerprint:
+		raise StoreError(
+			f"{path} was made with another tokenizer (fingerprint {manifest.get('tokenizer_fingerprint')}, "
+			f"the current vocab has {fingerprint}): delete {path.parent} (or choose another output folder) "
+			"to encode it again with this tokenizer"
+		)
+
+
+def complete_shards(directory: Path, split: str, fingerprint: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+	"""Manifests of the complete shards 0, 1, ... of a split; files after the first gap are deleted.
+
+	A shard made with another tokenizer, or with other store settings, is refused with a clear message.
+	"""
+	directory = Path(directory)
+	done = []
+	index = 0
+	while True:
+		stem = shard_stem(directory, split, index)
+		manifest_path = stem.with_suffix(".json")
+		if not manifest_path.exists():
+			break
+		manifest = read_json(manifest_path)
+		check_fingerprint(manifest, manifest_path, fingerprint)
+		if manifest.get("settings") != settings:
+			raise StoreError(
+				f"{manifest_path} was made with other settings ({manifest.get('settings')} instead of {settings}): "
+				f"delete {directory} (or choose another output folder) to encode it again"
+			)
+		bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
+		itemsize = np.dtype(manifest["dtype"]).itemsize
+		if not (bin_path.exists() and idx_path.exists() and bin_path.stat().st_size == manifest["tokens"] * itemsize):
+			break
+		done.append(manifest)
+		index += 1
+	for path in directory.glob(f"{split}_*"):  # partial or orphaned files after the complete prefix
+		name = path.name.split(".")[0]
+		if int(name.rsplit("_", 1)[1]) >= index or path.name.endswith(".tmp"):
+			path.unlink()
+	return done
+
+
+class ShardWriter:
+	"""Appends wrapped documents to shards `SPLIT_{index:05d}` of one source folder."""
+
+	def __init__(
+		self,
+		directory: Path,
+		split: str,
+		*,
+		dtype: np.dtype,
+		shard_tokens: int,
+		meta: dict[str, Any],
+		start_index: int = 0,
+		first_document: int = 0,
+		on_shard: Any = None,
+	) -> None:
+		self.directory, self.split, self.dtype, self.shard_tokens = (
+			Path(directory),
+			split,
+			np.dtype(dtype),
+			shard_tokens,
+		)
+		self.meta, self.index, self.first_document, self.on_shard = meta, start_index, first_document, on_shard
+		self.directory.mkdir(parents=True, exist_ok=True)
+		self.file = None
+		self.offsets = [0]
+		self.characters = 0
+
+	def add(self, tokens: np.ndarray, characters: int = 0) -> None:
+		"""Append one document (already wrapped in start/end-of-text) of `characters` characters."""
+		if self.file is not None and self.offsets[-1] + len(tokens) > self.shard_tokens:
+			self.finish()
+		if self.file is None:
+			self.file = open(shard_stem(self.directory, self.split, self.index).with_suffix(".bin.tmp"), "wb")  # noqa: SIM115
+			self.offsets = [0]
+			self.characters = 0
+		self.characters += characters
+		self.file.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
+		self.offsets.append(self.offsets[-1] + len(tokens))
+
+	def finish(self) -> None:
+		"""Complete the open shard: data, then offsets, then the manifest that marks it complete."""
+		if self.file is None:
+			return
+		self.file.close()
+		self.file = None
+		stem = shard_stem(self.directory, self.split, self.index)
+		offsets = np.asarray(self.offsets, dtype=np.int64)
+		with open(stem.with_suffix(".idx.tmp"), "wb") as f:
+			np.save(f, offsets)
+		os.replace(stem.with_suffix(".idx.tmp"), stem.with_suffix(".idx.npy"))
+		os.replace(stem.with_suffix(".bin.tmp"), stem.with_suffix(".bin"))
+		manifest = {
+			**self.meta,
+			"format_version": FORMAT_VERSION,
+			"split": self.split,
+			"index": self.index,
+			"first_document": self.first_document,
+			"documents": len(offsets) - 1,
+			"tokens": int(offsets[-1]),
+			"characters": self.characters,
+			"dtype": self.dtype.name,
+		}
+		write_json(stem.with_suffix(".json"), manifest)
+		self.first_document += len(offsets) - 1
+		self.index += 1
+		if self.on_shard is not None:
+			self.on_shard(manifest)
+
+
+@dataclass
+class Shard:
+	"""One shard opened for reading: tokens memmapped, document offsets in memory."""
+
+	path: Path
+	tokens: np.ndarray
+	offsets: np.ndarray
+
+	@property
+	def documents(self) -> int:
+		return len(self.offsets) - 1
+
+
+def open_shard(stem: Path, manifest: dict[str, Any]) -> Shard:
+	"""Memory-map a shard, checking its files against the manifest."""
+	bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
+	dtype = np.dtype(manifest["dtype"])
+	if not bin_path.exists() or bin_path.stat().st_size != manifest["tokens"] * dtype.itemsize:
+		raise StoreError(f"{bin_path} is missing or truncated: run create-data again on this folder to rebuild it")
+	offsets = np.load(idx_path, allow_pickle=False)
+	if offsets.dtype != np.int64 or len(offsets) != manifest["documents"] + 1 or offsets[-1] != manifest["tokens"]:
+		raise StoreError(f"{idx_path} does not match {bin_path}: delete both and run create-data again")
+	tokens = np.memmap(bin_path, dtype=dtype, mode="r") if manifest["tokens"] else np.zeros(0, dtype=dtype)
+	return Shard(bin_path, tokens, offsets)
+
+
+def open_source(directory: Path, split: str) -> tuple[dict[str, Any], list[Shard]]:
+	"""The source manifest and the shards of one split of a complete pretraining source."""
+	directory = Path(directory)
+	manifest = read_json(directory / "source.json")
+	if manifest.get("format_version") != FORMAT_VERSION:
+		raise StoreError(
+			f"{directory / 'source.json'}: format version {manifest.get('format_version')} is not {FORMAT_VERSION}"
+		)
+	shards = [
+		open_shard(shard_stem(directory, split, i), read_json(shard_stem(directory, split, i).with_suffix(".json")))
+		for i in range(manifest["splits"][split]["shards"])
+	]
+	return manifest, shards
