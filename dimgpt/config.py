@@ -106,6 +106,13 @@ class SourceConfig:
 
 
 EMBEDDED_SOURCES = (SourceConfig("embedded", kind="embedded"),)
+_INSTRUCT_RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "instruct"
+IDENTITY_SOURCE = SourceConfig("self_identity", path=str(_INSTRUCT_RESOURCES / "self_identity.jsonl"), group="identity")
+# the conversations shipped with the project: the instruction set when no other is given
+EMBEDDED_INSTRUCT_SOURCES = (
+	SourceConfig("default_conversations", path=str(_INSTRUCT_RESOURCES / "default.jsonl"), group="chatbot"),
+	IDENTITY_SOURCE,
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,7 @@ class DataConfig:
 	shard_tokens: int = 100_000_000  # tokens per shard file (bounded shard size)
 	encode_batch_chars: int = 4_000_000  # characters handed to the tokenizer at once (bounds memory)
 	sources: tuple[SourceConfig, ...] = EMBEDDED_SOURCES
-	instruct_sources: tuple[SourceConfig, ...] = ()
+	instruct_sources: tuple[SourceConfig, ...] = EMBEDDED_INSTRUCT_SOURCES
 	instruct_mix: InstructMix = field(default_factory=InstructMix)  # fine-tuning groups, ratios, preprompts
 	seed: int = 0
 
@@ -261,12 +268,13 @@ def corpus_fr_sources(root: str | Path | None = None) -> tuple[tuple[SourceConfi
 		SourceConfig("oasst1_fr", path=str(instruct / "oasst1_fr.jsonl"), group="human"),
 		SourceConfig("service_public_faq", path=str(instruct / "service_public_faq_fr.jsonl"), group="chatbot"),
 		SourceConfig("cnil_faq", path=str(instruct / "cnil_faq_fr.jsonl"), group="chatbot"),
+		IDENTITY_SOURCE,
 	)
 	return pretrain, conversations
 
 
 SOURCE_LISTS = {
-	"embedded": lambda: (EMBEDDED_SOURCES, ()),
+	"embedded": lambda: (EMBEDDED_SOURCES, EMBEDDED_INSTRUCT_SOURCES),
 	"corpus-fr": corpus_fr_sources,
 	"dimensiongpt": dimensiongpt_sources,
 }
