@@ -29,24 +29,31 @@ import torch
 from safetensors.torch import save_file
 
 from dimgpt.config import ModelConfig
+from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE
+from dimgpt.data.tokenizer import CONTROL_TOKENS, END_OF_TEXT, NEW_LINE, PADDING, START_OF_TEXT, TAB, UNKNOWN, Tokenizer
 
 if TYPE_CHECKING:
-	from dimgpt.data.tokenizer import Tokenizer
 	from dimgpt.model.transformer import Transformer
 
-# Control token ids (DESIGN §2 order); kept here so that exporting weights alone needs no tokenizer.
-UNKNOWN, PADDING, START_OF_TEXT, END_OF_TEXT = 0, 1, 2, 9
-CONTROL_TOKENS = (
-	"⮜unknown⮞",
-	"⮜padding⮞",
-	"⮜start-of-text⮞",
-	"⮜tab⮞",
-	"⮜new-line⮞",
-	"⮜human⮞",
-	"⮜system⮞",
-	"⮜user⮞",
-	"⮜assistant⮞",
-	"⮜end-of-text⮞",
+# WordPiece gives one unknown for a word longer than this; ours has no limit. Its search is quadratic
+# in the word length, so the limit stays finite: only a run of over 10,000 letters, digits or symbols differs.
+LONGEST_WORD = 10_000
+
+# DESIGN §2 chat format, as `dimgpt.data.instruct.format_conversations` writes it: each turn is its role
+# token then its text; an assistant answer ends at the next ⮜user⮞ or at ⮜end-of-text⮞. The message
+# texts must be cleaned by the caller, as for the tokenizer.
+CHAT_TEMPLATE = (
+	"{{ bos_token }}"
+	"{% for message in messages %}"
+	"{% if message['role'] == 'system' %}⮜system⮞"
+	"{% elif message['role'] == 'user' %}⮜user⮞"
+	"{% elif message['role'] == 'assistant' %}⮜assistant⮞"
+	"{% elif message['role'] == 'human' %}⮜human⮞"
+	"{% else %}{{ raise_exception('roles are system, user, assistant or human, not ' + message['role']) }}"
+	"{% endif %}"
+	"{{ message['content'] | trim }}"
+	"{% endfor %}"
+	"{% if add_generation_prompt %}⮜assistant⮞{% else %}{{ eos_token }}{% endif %}"
 )
 
 # Our names -> transformers' names. Block keys are relative to `blocks.{i}.` / `model.layers.{i}.`.
@@ -157,10 +164,9 @@ def export_tokenizer(
 ) -> None:
 	"""Write `tokenizer.json` and the files `transformers.AutoTokenizer.from_pretrained(out_dir)` reads.
 
-	The text given to the exported tokenizer must be cleaned first (`dimgpt.data.cleaning.clean`).
+	On cleaned text (`dimgpt.data.cleaning.clean`) it gives our ids, and `decode(ids, skip_special_tokens=True)`
+	gives our `Tokenizer.decode(ids)`. It cannot clean: callers must pass cleaned text.
 	"""
-	from dimgpt.data.tokenizer import Tokenizer
-
 	name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else str(tokenizer)
 	if not isinstance(tokenizer, Tokenizer):
 		tokenizer = Tokenizer.load(tokenizer)
@@ -170,7 +176,35 @@ def export_tokenizer(
 			"give the vocab.txt the model was trained with"
 		)
 	out_dir = Path(out_dir)
-	tokenizer.save_hf(out_dir / "tokenizer.json")
+	path = out_dir / "tokenizer.json"
+	tokenizer.save_hf(path)
+	data = json.loads(path.read_text(encoding="utf-8"))
+	data["model"]["max_input_chars_per_word"] = LONGEST_WORD
+	# All control tokens are added tokens, so that chat-formatted strings map to them (cleaned text never
+	# holds their brackets). Tab and new-line are text, not special: `skip_special_tokens` keeps them.
+	data["added_tokens"] = [
+		{
+			"id": i,
+			"content": token,
+			"single_word": False,
+			"lstrip": False,
+			"rstrip": False,
+			"normalized": i in (TAB, NEW_LINE),  # the normalizer writes them, from \t and \n
+			"special": i not in (TAB, NEW_LINE),
+		}
+		for i, token in enumerate(CONTROL_TOKENS)
+	]
+	# Decoding: tokens are glued as they are (spaces live inside tokens), control tokens back to text.
+	replacements = [(CONTROL_TOKENS[TAB], "\t"), (CONTROL_TOKENS[NEW_LINE], "\n"), *zip(PRIVATE, MULTI_EMOJI)]
+	data["decoder"] = {
+		"type": "Sequence",
+		"decoders": [
+			*({"type": "Replace", "pattern": {"String": old}, "content": new} for old, new in replacements),
+			{"type": "Fuse"},
+		],
+	}
+	_write_json(path, data)
+
 	special = {
 		"bos_token": CONTROL_TOKENS[START_OF_TEXT],
 		"eos_token": CONTROL_TOKENS[END_OF_TEXT],
@@ -184,6 +218,7 @@ def export_tokenizer(
 		"clean_up_tokenization_spaces": False,
 		"add_bos_token": False,
 		"add_eos_token": False,
+		"chat_template": CHAT_TEMPLATE,
 	}
 	_write_json(out_dir / "tokenizer_config.json", tokenizer_config)
 	_write_json(out_dir / "special_tokens_map.json", special)

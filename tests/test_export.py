@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from dimgpt.cli import main
 from dimgpt.config import ModelConfig
-from dimgpt.export import END_OF_TEXT, export_hf, hf_config, hf_state_dict
+from dimgpt.data.cleaning import clean
+from dimgpt.data.instruct import format_conversations
+from dimgpt.data.tokenizer import END_OF_TEXT, Tokenizer
+from dimgpt.export import export_hf, hf_config, hf_state_dict
+from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 
 transformers = pytest.importorskip("transformers")
@@ -126,3 +132,172 @@ def test_untied_output_layer_is_exported(tmp_path: Path) -> None:
 	assert not json.loads((directory / "config.json").read_text())["tie_word_embeddings"]
 	tokens = torch.randint(0, CONFIG.vocab_size, (2, 20), generator=torch.Generator().manual_seed(3))
 	assert max_logit_difference(model, load_hf(directory), tokens) < 1e-4
+
+
+# --- a released-style raw state_dict ------------------------------------------------------------------
+
+
+def dimensiongpt_state_dict(vocab_size: int, dim: int, n_layers: int, kv_dim: int, hidden_dim: int) -> dict:
+	"""A state_dict in the layout of the released DimensionGPT-0.2B.pt (DESIGN §2 keys), random weights."""
+	generator = torch.Generator().manual_seed(4)
+
+	def matrix(rows: int, columns: int) -> torch.Tensor:
+		return torch.randn(rows, columns, generator=generator) / columns**0.5
+
+	def norm() -> torch.Tensor:
+		return 1 + 0.3 * torch.randn(dim, generator=generator)
+
+	embedding = matrix(vocab_size, dim)
+	state = {"token_embedding.weight": embedding}
+	for i in range(n_layers):
+		state |= {
+			f"blocks.{i}.norm_1.weight": norm(),
+			f"blocks.{i}.attention.query.weight": matrix(dim, dim),
+			f"blocks.{i}.attention.key.weight": matrix(kv_dim, dim),
+			f"blocks.{i}.attention.value.weight": matrix(kv_dim, dim),
+			f"blocks.{i}.attention.projection.weight": matrix(dim, dim),
+			f"blocks.{i}.norm_2.weight": norm(),
+			f"blocks.{i}.feed_forward.linear_1.weight": matrix(hidden_dim, dim),
+			f"blocks.{i}.feed_forward.linear_2.weight": matrix(hidden_dim, dim),
+			f"blocks.{i}.feed_forward.linear_3.weight": matrix(dim, hidden_dim),
+		}
+	state |= {"final_norm.weight": norm(), "final_linear.weight": embedding}
+	return state
+
+
+def test_raw_dimensiongpt_state_dict(tmp_path: Path) -> None:
+	# Heads of 64 as in the release (load_model infers the head count from that); 2 query heads share
+	# 1 key/value head; the inferred window is the release's 256, so the sequences run past it.
+	path = tmp_path / "DimensionGPT-tiny.pt"
+	torch.save(dimensiongpt_state_dict(vocab_size=300, dim=128, n_layers=2, kv_dim=64, hidden_dim=96), path)
+	ours = load_model(path)
+	assert (ours.config.n_heads, ours.config.n_kv_heads, ours.config.window) == (2, 1, 256)
+
+	directory = export_hf(path, tmp_path / "hf")
+	theirs = load_hf(directory)
+	tokens = torch.randint(0, 300, (2, 300), generator=torch.Generator().manual_seed(5))
+	difference = max_logit_difference(ours, theirs, tokens)
+	print(f"max |logits ours - transformers (raw .pt, 300 tokens)| = {difference:.2e}")
+	assert difference < 1e-4
+
+	prompt = tokens[0, :250].tolist()
+	assert hf_greedy(theirs, prompt, 20) == greedy(ours, prompt, 20)
+
+
+# --- tokenizer ------------------------------------------------------------------------------------------
+
+# Always there: real French text with what cleaning and the tokenizer must get right (accents, quotes,
+# digits, symbols, emoji, tabs, newlines, a run of symbols longer than WordPiece's default word limit).
+FRENCH = (
+	"« Il était une fois », dit-elle, « une petite maison au bord de l'eau. »\n"
+	"L'été 2024, le café coûtait 2,50 € ; aujourd'hui ça fait 3 € — c'est 20 % de plus !\n\n\n"
+	"Œuvre naïve, Noël à l'hôtel\tpremière étape : 1) lire 2) écrire 3) compter 😀 🇫🇷 ❤️\n" + "=" * 150 + "\n   Fin.  "
+)
+
+
+def instruct_texts() -> list[str]:
+	"""The French conversations shipped with the project (always present), as plain texts."""
+	resources = Path(__file__).resolve().parents[1] / "resources" / "instruct"
+	texts = []
+	for path in sorted(resources.glob("*.jsonl")):
+		for line in path.read_text(encoding="utf-8").splitlines():
+			texts += [turn["text"] for turn in json.loads(line)["conversation"]]
+	return texts
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+	return Tokenizer.train([*instruct_texts(), FRENCH], 600, progress=False)
+
+
+def export_tokenizer_only(tokenizer: Tokenizer, directory: Path):
+	config = ModelConfig(
+		vocab_size=tokenizer.vocab_size, context_length=64, window=6, dim=64, n_layers=1, n_heads=4, n_kv_heads=2
+	)
+	export_hf(Transformer(config), directory, tokenizer=tokenizer)
+	return transformers.AutoTokenizer.from_pretrained(directory)
+
+
+def assert_same_tokenization(ours: Tokenizer, theirs, texts: list[str]) -> None:
+	for text in texts:
+		cleaned = clean(text)
+		ids = ours.encode(cleaned)
+		assert theirs(cleaned).input_ids == ids, cleaned[:200]
+		assert theirs.decode(ids, skip_special_tokens=True) == ours.decode(ids), cleaned[:200]
+
+
+def test_tokenizer_on_french_text(tokenizer: Tokenizer, tmp_path: Path) -> None:
+	theirs = export_tokenizer_only(tokenizer, tmp_path)
+	assert (theirs.bos_token_id, theirs.eos_token_id, theirs.pad_token_id, theirs.unk_token_id) == (2, 9, 1, 0)
+	assert_same_tokenization(tokenizer, theirs, [FRENCH, *instruct_texts()[:50]])
+	ids = tokenizer.encode(clean(FRENCH))
+	assert {3, 4} <= set(ids)  # tab and new-line came out as their control tokens
+	assert "\n" in theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_tokenizer_on_corpus_fr(corpus_fr: Path, tmp_path: Path) -> None:
+	# Per file: the first documents (cut to 20,000 characters: the novels are long) train a vocabulary,
+	# the next ones are compared.
+	train, test = [], []
+	for path in sorted(corpus_fr.glob("*.jsonl")):
+		with path.open(encoding="utf-8") as file:
+			documents = [json.loads(line)["text"][:20_000] for line in itertools.islice(file, 20)]
+		train += documents[:10]
+		test += documents[10:]
+	ours = Tokenizer.train(train, 2_000, progress=False)
+	theirs = export_tokenizer_only(ours, tmp_path)
+	assert_same_tokenization(ours, theirs, test)
+
+
+def test_chat_template(tokenizer: Tokenizer, tmp_path: Path) -> None:
+	theirs = export_tokenizer_only(tokenizer, tmp_path)
+	turns = [
+		("system", "Tu es un assistant serviable."),
+		("user", "Bonjour ! Comment ça va ?"),
+		("assistant", "Très bien, merci. Et vous ?"),
+		("user", "Parfait."),
+		("assistant", "Tant mieux !"),
+	]
+	messages = [{"role": role, "content": clean(text)} for role, text in turns]
+	text = theirs.apply_chat_template(messages, tokenize=False)
+	expected = format_conversations([turns], tokenizer)[0].tolist()
+	assert theirs(text).input_ids == expected
+	prompt = theirs.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+	assert theirs(prompt).input_ids == expected[: expected.index(8) + 1]  # up to the first ⮜assistant⮞
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def test_export_hf_command_on_a_run_directory(tokenizer: Tokenizer, tmp_path: Path) -> None:
+	config = ModelConfig(
+		vocab_size=tokenizer.vocab_size, context_length=64, window=6, dim=64, n_layers=2, n_heads=4, n_kv_heads=2
+	)
+	model = randomize(Transformer(config))
+	run = tmp_path / "run"
+	save_model(model, run / "checkpoints" / "last")
+	tokenizer.save(run / "vocab.txt")
+
+	assert main(["export-hf", str(run), str(tmp_path / "hf")]) == 0
+	hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+	hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+	assert type(hf_model).__name__ == "MistralForCausalLM"
+
+	prompt = clean("« Bonjour », dit le petit chat à l'été")
+	ids = tokenizer.encode(prompt)
+	assert hf_tokenizer(prompt).input_ids == ids
+	expected = greedy(model, ids, 20)
+	assert hf_greedy(hf_model, ids, 20) == expected
+	assert hf_tokenizer.decode(expected, skip_special_tokens=True) == tokenizer.decode(expected)
+
+
+def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path) -> None:
+	with pytest.raises(FileNotFoundError, match="no model at"):
+		main(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "hf")])
+	run = tmp_path / "run"
+	save_model(Transformer(CONFIG), run / "checkpoints" / "best")
+	with pytest.raises(FileNotFoundError, match="--vocab"):
+		main(["export-hf", str(run), str(tmp_path / "hf")])
+	tokenizer.save(tmp_path / "vocab.txt")  # 600 tokens, the model has 256
+	with pytest.raises(ValueError, match="600 tokens but the model has a vocabulary of 256"):
+		main(["export-hf", str(run), str(tmp_path / "hf"), "--vocab", str(tmp_path / "vocab.txt")])
