@@ -13,10 +13,12 @@ Then `data.json` holds the DataConfig and the summary.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dimgpt.config import DataConfig, SourceConfig, to_dict
+from dimgpt.config import SOURCE_LISTS, DataConfig, SourceConfig, get_preset, get_sources, to_dict
 from dimgpt.data.instruct import build_instruct_source
-from dimgpt.data.sources import SourceStats, documents, read_records
+from dimgpt.data.sources import SourceError, SourceStats, documents, read_records
 from dimgpt.data.store import (
 	FORMAT_VERSION,
 	SPLITS,
@@ -123,6 +125,9 @@ def create_data(
 		"vocab_size": tokenizer.vocab_size,
 		"tokenizer_fingerprint": tokenizer.fingerprint,
 		"tokenizer_trained": trained,
+		"tokenizer_sample": read_json(out / "tokenizer_sample.json")
+		if (out / "tokenizer_sample.json").exists()
+		else {},
 		"pretrain": pretrain,
 		"instruct": instruct,
 		"times": timer.seconds,
@@ -181,6 +186,7 @@ def _sample(config: DataConfig, out: Path, scan: dict, stream: Callable, progres
 	"""Draw paragraphs of every source with probability quota / size; one paragraph per line."""
 	path = out / "tokenizer_sample.txt"
 	quotas = sample_quotas(config, scan)
+	sampled = {}
 	with open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8") as f:
 		for source in config.sources:
 			quota = quotas[source.name]
@@ -202,7 +208,9 @@ def _sample(config: DataConfig, out: Path, scan: dict, stream: Callable, progres
 				if taken >= quota:
 					break
 			bar.close()
+			sampled[source.name] = taken
 	os.replace(path.with_name(path.name + ".tmp"), path)
+	write_json(out / "tokenizer_sample.json", {"quotas": quotas, "characters": sampled})
 	return path
 
 
@@ -414,3 +422,64 @@ def print_summary(summary: dict[str, Any]) -> None:
 	for name, s in summary["instruct"].items():
 		counts = {k: v["conversations"] for k, v in s["splits"].items()}
 		print(f"instruct {name}: {counts} conversations, malformed skipped: {sum(s['malformed'].values())}")
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def source_from_spec(spec: str) -> SourceConfig:
+	"""A source from `[NAME=]PATH[@MULTIPLIER]`; PATH `hf:DATASET_ID[/CONFIG]` names a hub dataset."""
+	name, sep, rest = spec.partition("=")
+	if not sep or "/" in name or "*" in name:
+		name, rest = "", spec
+	path, sep, multiplier = rest.rpartition("@")
+	if not sep:
+		path, multiplier = rest, "1"
+	try:
+		weight = float(multiplier)
+	except ValueError:
+		raise ValueError(f"source {spec!r}: multiplier {multiplier!r} is not a number") from None
+	if path.startswith("hf:"):
+		dataset, _, config = path[3:].partition(":")
+		default = dataset.replace("/", "-")
+		return SourceConfig(name or default, kind="hf", path=dataset, hf_config=config or None, multiplier=weight)
+	stem = Path(path.split(",")[0]).name.split(".")[0].replace("*", "all") or "files"
+	return SourceConfig(name or stem, kind="files", path=path, multiplier=weight)
+
+
+def resolve_config(
+	preset: str = "tiny",
+	sources: Sequence[str] = (),
+	instruct: Sequence[str] | None = None,
+	**overrides: Any,
+) -> DataConfig:
+	"""The preset's DataConfig with its sources replaced: a named list (`SOURCE_LISTS`) or file/hub specs."""
+	config = get_preset(preset).data
+	changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+	if len(sources) == 1 and sources[0] in SOURCE_LISTS:
+		changes["sources"], changes["instruct_sources"] = get_sources(sources[0])
+	elif sources:
+		changes["sources"] = tuple(source_from_spec(s) for s in sources)
+	if instruct is not None:
+		changes["instruct_sources"] = tuple(source_from_spec(s) for s in instruct)
+	return dataclasses.replace(config, **changes)
+
+
+def run_cli(args: Any) -> int:
+	"""`python -m dimgpt create-data`: errors a user can fix are printed without a traceback."""
+	try:
+		config = resolve_config(
+			args.preset,
+			args.sources or (),
+			args.instruct,
+			vocab_size=args.vocab_size,
+			tokenizer_chars=args.tokenizer_chars,
+			shard_tokens=args.shard_tokens,
+		)
+		out = args.out or f"data/{args.preset}"
+		create_data(config, out, force_tokenizer=args.force_tokenizer, progress=not args.no_progress)
+	except (SourceError, StoreError, FileNotFoundError, ValueError) as error:
+		print(f"create-data: {error}", file=sys.stderr)
+		return 1
+	print(f"dataset written to {out}")
+	return 0

@@ -1,0 +1,237 @@
+"""Loaders: DimensionGPT windows, mix proportions, determinism, exact resume, ranks, loss weights."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dimgpt.data.instruct import ANSWER, PROMPT, role_marks
+from dimgpt.data.loader import InstructLoader, PretrainLoader
+from dimgpt.data.store import FORMAT_VERSION, ShardWriter, StoreError, write_json
+from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, START_OF_TEXT, USER
+
+# source a uses ids [10, 500), source b [500, 1000): a token tells which source it came from
+RANGES = {"a": (10, 500), "b": (500, 1000)}
+
+
+def documents(name: str, n: int, seed: int) -> list[np.ndarray]:
+	low, high = RANGES[name]
+	rng = np.random.default_rng(seed)
+	return [
+		np.concatenate([[START_OF_TEXT], rng.integers(low, high, size=int(rng.integers(5, 300))), [END_OF_TEXT]])
+		for _ in range(n)
+	]
+
+
+def write_source(root: Path, name: str, splits: dict[str, list[np.ndarray]], multiplier: float) -> None:
+	directory = root / "pretrain" / name
+	info = {}
+	for split, docs in splits.items():
+		writer = ShardWriter(directory, split, dtype=np.uint16, shard_tokens=2_000, meta={"source": name})
+		for d in docs:
+			writer.add(d)
+		writer.finish()
+		info[split] = {"shards": writer.index, "documents": len(docs), "tokens": sum(len(d) for d in docs)}
+	write_json(directory / "source.json", {"format_version": FORMAT_VERSION, "multiplier": multiplier, "splits": info})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+	root = tmp_path_factory.mktemp("dataset")
+	docs = {"a": documents("a", 400, 1), "b": documents("b", 100, 2)}
+	write_source(root, "a", {"train": docs["a"][:390], "validation": docs["a"][390:]}, multiplier=1.0)
+	write_source(root, "b", {"train": docs["b"][:95], "validation": docs["b"][95:]}, multiplier=3.0)
+	(root / "data.json").write_text(json.dumps({"pretrain": {"a": {}, "b": {}}}))
+	return root
+
+
+def source_of(token: int) -> str:
+	return next(name for name, (low, high) in RANGES.items() if low <= token < high)
+
+
+def stored_documents(root: Path, split: str) -> set[tuple[int, ...]]:
+	out = set()
+	for name in RANGES:
+		for stem in sorted((root / "pretrain" / name).glob(f"{split}_*.bin")):
+			tokens = np.fromfile(stem, dtype=np.uint16)
+			offsets = np.load(stem.with_suffix(".idx.npy"))
+			out |= {tuple(tokens[a:b].tolist()) for a, b in itertools.pairwise(offsets)}
+	return out
+
+
+def test_windows_are_a_document_tail_then_whole_documents(dataset: Path) -> None:
+	loader = PretrainLoader(dataset, "train", batch_size=8, context_length=256, seed=3)
+	whole = stored_documents(dataset, "train")
+	for _ in range(5):
+		x, y, w = loader.next_batch()
+		assert x.shape == y.shape == w.shape == (8, 256)
+		assert x.dtype == y.dtype == torch.int64 and w.dtype == torch.float32
+		assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one
+		assert torch.all(w == 1.0)  # no padding in pretraining windows
+		for row in torch.cat([x, y[:, -1:]], dim=1).tolist():
+			ends = [i for i, t in enumerate(row) if t == END_OF_TEXT]
+			assert ends, "a window always reaches the end of its first document"
+			# the first document's tail: no start-of-text before its end
+			assert START_OF_TEXT not in row[1 : ends[0]]
+			# then whole stored documents, the last one possibly cut
+			starts = [e + 1 for e in ends]
+			for begin, end in zip(starts, [*ends[1:], None]):
+				if end is None or begin >= len(row):
+					continue
+				assert tuple(row[begin : end + 1]) in whole
+	loader.close()
+
+
+def test_source_mix_follows_size_times_multiplier(dataset: Path) -> None:
+	loader = PretrainLoader(dataset, "train", batch_size=64, context_length=32, seed=0)
+	tokens = {name: 0 for name in RANGES}
+	for name in RANGES:
+		for stem in (dataset / "pretrain" / name).glob("train_*.bin"):
+			tokens[name] += stem.stat().st_size // 2
+	expected = tokens["b"] * 3.0 / (tokens["b"] * 3.0 + tokens["a"])
+	first = []
+	for _ in range(40):
+		x, _, _ = loader.next_batch()
+		first += [source_of(next(t for t in row if t >= 10)) for row in x.tolist()]  # the first text token
+	share = sum(s == "b" for s in first) / len(first)
+	n = len(first)
+	assert abs(share - expected) < 4 * (expected * (1 - expected) / n) ** 0.5
+	loader.close()
+
+
+def test_same_seed_same_batches_and_exact_resume(dataset: Path) -> None:
+	first = PretrainLoader(dataset, "train", 4, 64, seed=7)
+	for _ in range(3):
+		first.next_batch()
+	state = json.loads(json.dumps(first.state_dict()))  # JSON-able
+	expected = [first.next_batch() for _ in range(5)]  # the thread has prefetched ahead by now
+	first.close()
+	second = PretrainLoader(dataset, "train", 4, 64, seed=7)
+	second.load_state_dict(state)
+	got = [second.next_batch() for _ in range(5)]
+	assert all(torch.equal(a, b) for e, g in zip(expected, got) for a, b in zip(e, g))
+	# rewinding the same loader works too, whatever it had prefetched
+	second.load_state_dict(state)
+	assert torch.equal(second.next_batch()[0], expected[0][0])
+	second.close()
+	other = PretrainLoader(dataset, "train", 4, 64, seed=8)
+	assert not torch.equal(other.next_batch()[0], PretrainLoader(dataset, "train", 4, 64, seed=7).next_batch()[0])
+	other.close()
+
+
+def test_ranks_draw_different_data(dataset: Path) -> None:
+	rank0 = PretrainLoader(dataset, "train", 4, 64, seed=0, rank=0, world_size=2)
+	rank1 = PretrainLoader(dataset, "train", 4, 64, seed=0, rank=1, world_size=2)
+	for _ in range(3):
+		assert not torch.equal(rank0.next_batch()[0], rank1.next_batch()[0])
+	rank0.close()
+	rank1.close()
+	with pytest.raises(ValueError, match="rank"):
+		PretrainLoader(dataset, "train", 4, 64, rank=2, world_size=2)
+
+
+def test_validation_split_reads_only_validation_documents(dataset: Path) -> None:
+	loader = PretrainLoader(dataset, "validation", 4, 64, seed=0)
+	validation, train = stored_documents(dataset, "validation"), stored_documents(dataset, "train")
+	x, y, _ = loader.next_batch()
+	for row in torch.cat([x, y[:, -1:]], dim=1).tolist():
+		ends = [i for i, t in enumerate(row) if t == END_OF_TEXT]
+		for begin, end in zip([e + 1 for e in ends], ends[1:]):
+			assert tuple(row[begin : end + 1]) in validation
+			assert tuple(row[begin : end + 1]) not in train
+	loader.close()
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+	with pytest.raises(StoreError, match="create-data"):
+		PretrainLoader(tmp_path, "train", 4, 64)
+
+
+def test_worker_errors_reach_the_caller(dataset: Path) -> None:
+	loader = PretrainLoader(dataset, "train", 4, 64)
+	loader.make_batch = lambda step: (_ for _ in ()).throw(RuntimeError("boom"))  # a failing batch
+	with pytest.raises(RuntimeError, match="boom"):
+		loader.next_batch()
+	loader.close()
+
+
+# --- instruction windows ---------------------------------------------------------------------------
+
+
+def conversation(rng: np.random.Generator) -> np.ndarray:
+	parts = [[START_OF_TEXT]]
+	for _ in range(int(rng.integers(1, 3))):
+		parts += [[USER], rng.integers(10, 500, size=int(rng.integers(3, 20)))]
+		parts += [[ASSISTANT], rng.integers(500, 1000, size=int(rng.integers(3, 40)))]
+	parts.append([END_OF_TEXT])
+	return np.concatenate(parts).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def instruct_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+	root = tmp_path_factory.mktemp("instruct")
+	directory = root / "instruct" / "chat"
+	directory.mkdir(parents=True)
+	rng = np.random.default_rng(0)
+	splits = {}
+	for split, n in (("train", 200), ("validation", 20)):
+		convs = [conversation(rng) for _ in range(n)]
+		tokens = np.concatenate(convs)
+		tokens.astype(np.uint16).tofile(directory / f"{split}.bin")
+		np.concatenate([role_marks(c) for c in convs]).tofile(directory / f"{split}.marks.bin")
+		np.save(directory / f"{split}.idx.npy", np.cumsum([0] + [len(c) for c in convs]).astype(np.int64))
+		np.save(directory / f"{split}.groups.npy", np.zeros(n, np.uint8))
+		splits[split] = {"conversations": n, "tokens": len(tokens)}
+	manifest = {"format_version": FORMAT_VERSION, "tokenizer_fingerprint": "x", "dtype": "uint16", "multiplier": 1.0}
+	write_json(directory / "source.json", {**manifest, "groups": ["chat"], "splits": splits})
+	(root / "data.json").write_text(json.dumps({"pretrain": {}, "instruct": {"chat": {}}}))
+	return root
+
+
+def test_instruct_weights_answers_and_instructions(instruct_dataset: Path) -> None:
+	train = InstructLoader(instruct_dataset, "train", 8, 128, seed=1)
+	x, y, w = train.next_batch()
+	assert torch.equal(x[:, 1:], y[:, :-1])
+	assert {round(v, 4) for v in w.unique().tolist()} == {0.1, 1.0}
+	for xs, ys, ws in zip(x.tolist(), y.tolist(), w.tolist()):
+		for target, weight in zip(ys, ws):
+			if 500 <= target < 1000:
+				assert weight == 1.0  # answer text
+			elif 10 <= target < 500:
+				assert weight == pytest.approx(0.1)  # question text
+			elif target == ASSISTANT:
+				assert weight == pytest.approx(0.1)  # the marker opening an answer is an instruction token
+		# a ⮜user⮞ / ⮜end-of-text⮞ right after answer text closes the answer: weight 1
+		for prev, target, weight in zip(xs, ys, ws):
+			if 500 <= prev < 1000 and target in (USER, END_OF_TEXT):
+				assert weight == 1.0
+	train.close()
+	validation = InstructLoader(instruct_dataset, "validation", 8, 128, seed=1)
+	_, y, w = validation.next_batch()
+	answer = (y >= 500) & (y < 1000)
+	question = (y >= 10) & (y < 500)
+	assert torch.all(w[answer] == 1.0) and torch.all(w[question] == 0.0)
+	validation.close()
+
+
+def test_instruct_loader_resume(instruct_dataset: Path) -> None:
+	loader = InstructLoader(instruct_dataset, "train", 4, 64, seed=2)
+	loader.next_batch()
+	state = loader.state_dict()
+	expected = [loader.next_batch() for _ in range(3)]
+	loader.load_state_dict(state)
+	got = [loader.next_batch() for _ in range(3)]
+	assert all(torch.equal(a, b) for e, g in zip(expected, got) for a, b in zip(e, g))
+	loader.close()
+
+
+def test_role_marks_rule() -> None:
+	tokens = np.array([START_OF_TEXT, USER, 11, 12, ASSISTANT, 600, 601, USER, 13, ASSISTANT, 602, END_OF_TEXT])
+	marks = role_marks(tokens)
+	expected = [PROMPT, PROMPT, PROMPT, PROMPT, PROMPT, ANSWER, ANSWER, ANSWER, PROMPT, PROMPT, ANSWER, ANSWER]
+	assert marks.tolist() == expected
