@@ -52,6 +52,59 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+@command
+def _train(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("train", help="pretrain (or resume) a model on a dataset folder; also under torchrun")
+	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
+	p.add_argument("--data", required=True, help="dataset folder made by create-data")
+	p.add_argument(
+		"--run-dir", required=True, help="checkpoints, metrics and plots go here; resumed when it holds a run"
+	)
+	p.add_argument(
+		"--kind", default="pretrain", choices=("pretrain", "instruct"), help="loader and recipe (default: pretrain)"
+	)
+	p.add_argument("--init-from", help="start a new run from these weights (checkpoint directory or file)")
+	p.add_argument("--max-steps", type=int, help="override the recipe's number of steps")
+	p.add_argument("--max-tokens", type=int, help="stop after this many training tokens")
+	p.add_argument("--max-seconds", type=float, help="stop after this much training time (summed over resumes)")
+	p.add_argument(
+		"--set", action="append", default=[], metavar="FIELD=VALUE", help="override any TrainConfig field (repeatable)"
+	)
+	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+	def handler(args: argparse.Namespace) -> int:
+		import dataclasses
+		import json
+
+		from dimgpt.config import TrainConfig
+		from dimgpt.training.trainer import train
+
+		names = {f.name for f in dataclasses.fields(TrainConfig)}
+		overrides = {}
+		for item in args.set:
+			name, _, value = item.partition("=")
+			if name not in names:
+				raise SystemExit(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
+			try:
+				overrides[name] = json.loads(value)
+			except json.JSONDecodeError:
+				overrides[name] = value
+		fields = {"max_steps": args.max_steps, "max_tokens": args.max_tokens, "max_seconds": args.max_seconds}
+		overrides |= {k: v for k, v in fields.items() if v is not None}
+		result = train(
+			args.preset,
+			args.data,
+			args.run_dir,
+			init_from=args.init_from,
+			kind=args.kind,
+			progress=not args.no_progress,
+			**overrides,
+		)
+		return {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}[result.reason]
+
+	p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
 	parser = argparse.ArgumentParser(prog="python -m dimgpt", description=__doc__.splitlines()[0])
 	sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
