@@ -28,29 +28,29 @@ MAX_TOKEN_LENGTH = 16
 
 def encode(text: str, vocab: list[str], *, clean_text: bool = True, control: bool = False) -> list[int]:
 	"""Token ids of `text` with the vocabulary `vocab` (control tokens at ids 0-9)."""
-	ids = {token: i for i, token in enumerate(vocab)}
-	specials = CONTROL_TOKENS if control else ("⮜tab⮞", "⮜new-line⮞")
-	if clean_text:
-		if control:
-			pieces = regex.split("(" + "|".join(regex.escape(t) for t in CONTROL_TOKENS) + ")", text)
-			text = "".join(p if p in CONTROL_TOKENS else clean(p) for p in pieces)
-		else:
-			text = clean(text)
-	text = text.replace("\t", "⮜tab⮞").replace("\n", "⮜new-line⮞")
+	ids = {token: i for i, token in enumerate(vocab) if i >= len(CONTROL_TOKENS)}
+	# With control=True the control-token strings are tokens; otherwise they are plain text.
+	pieces = regex.split("(" + "|".join(regex.escape(t) for t in CONTROL_TOKENS) + ")", text) if control else [text]
 	out = []
-	for piece in regex.split("(" + "|".join(regex.escape(t) for t in specials) + ")", text):
-		if piece in specials:
+	for i, piece in enumerate(pieces):
+		if i % 2 == 1:
 			out.append(CONTROL_TOKENS.index(piece))
 			continue
-		for word in WORD_RE.findall(piece):
-			i = 0
-			while i < len(word):
-				for j in range(min(len(word), i + MAX_TOKEN_LENGTH), i, -1):
-					if word[i:j] in ids and ids[word[i:j]] >= len(CONTROL_TOKENS):
-						out.append(ids[word[i:j]])
-						i = j
-						break
-				else:
-					out.append(0)
-					i += 1
+		if clean_text:
+			piece = clean(piece)
+		for j, segment in enumerate(regex.split("([\t\n])", piece)):
+			if j % 2 == 1:
+				out.append(3 if segment == "\t" else 4)  # ⮜tab⮞, ⮜new-line⮞
+				continue
+			for word in WORD_RE.findall(segment):
+				k = 0
+				while k < len(word):
+					for end in range(min(len(word), k + MAX_TOKEN_LENGTH), k, -1):
+						if word[k:end] in ids:
+							out.append(ids[word[k:end]])
+							k = end
+							break
+					else:
+						out.append(0)  # ⮜unknown⮞
+						k += 1
 	return out

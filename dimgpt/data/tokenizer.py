@@ -6,22 +6,30 @@ single space glued to the front of the next word, a space run giving its last sp
 word); each word is cut greedily left to right into the longest vocabulary token of at most 16
 characters; a character with no token gives ⮜unknown⮞.
 
-The fast path is Hugging Face `tokenizers`' WordPiece with an empty continuing-subword prefix, which
-runs the same greedy loop in Rust on all cores. Two differences are handled around it:
-- WordPiece turns a whole word into one unknown when any position has no token. Characters that
-  appear in no token are isolated as words of their own by the pre-tokenizer regex (exact: greedy can
-  never match across them); any other multi-character unknown is re-encoded by the plain greedy loop.
-- WordPiece restarts its longest-match search from the end of the word (O(L²)); words longer than
-  `_MAX_WORD` characters come back as one unknown and go through the linear greedy loop instead.
-Long documents are cut into chunks just before a space that follows a non-space (always a word
-boundary, since a space is glued to the next word), so memory stays bounded.
+Fast path. Cutting a text just before a space that follows a non-space is always a word boundary
+(a space is glued to the next word), so a text with no double space is the concatenation of its
+space-separated chunks, each encoded on its own as " " + chunk. `str.split(" ")` makes the chunks in
+C, a dict maps each chunk to its ids (a word cache, as in tiktoken), and only chunks never seen go
+through the plain algorithm. Runs of 2+ spaces are cut out first and encoded by the rule. Long
+documents are encoded in chunks of about 1M characters (bounded memory), and `encode_batch` spreads
+the work over a pool of processes, one per core.
+
+Hugging Face `tokenizers` serves twice: its BpeTrainer learns the merges natively for training, and
+`save_hf` exports a WordPiece tokenizer.json (empty continuing-subword prefix) that reproduces the
+greedy encoder on cleaned text. Its Rust encoder is not used for encoding: measured here, WordPiece's
+longest-match loop (restarting from the word end) was slower than this word cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
+import multiprocessing.pool
+import os
 import re
+import weakref
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +61,15 @@ MAX_TOKEN_LENGTH = 16  # longest token the encoder ever matches (the released vo
 # One word of DESIGN §2 inside a run of text with no tab, newline or control token.
 WORD_PATTERN = r" ?[0-9]+| ?\p{L}+| ?[^ 0-9\p{L}]+| +(?![^ ])| +"
 _CONTROL_RE = re.compile("(" + "|".join(re.escape(t) for t in CONTROL_TOKENS) + ")")
-_MAX_WORD = 100  # longer words skip WordPiece (quadratic there) for the linear greedy loop
-_CHUNK_CHARS = 1 << 18  # documents are encoded in chunks of about this many characters
-_BATCH_CHARS = 1 << 24  # characters handed to Rust at once (bounds the memory of its Encoding objects)
+WORD_RE = regex.compile(WORD_PATTERN)
+_TAB_NEWLINE_RE = re.compile("([\t\n])")
+_SPACE_RUN_RE = re.compile("(  +)")
+_ONE = [np.array([i], dtype=np.int32) for i in range(len(CONTROL_TOKENS))]
+_HF_MAX_WORD = 1_000  # tokenizer.json: longer words (never seen in real text) become one unknown there
+_CHUNK_CHARS = 1 << 20  # documents are encoded in chunks of about this many characters (bounded memory)
+_CACHE_SIZE = 1 << 20  # chunks remembered before the cache starts afresh
+_PARALLEL_CHARS = 1 << 20  # below this many characters a batch is encoded in this process
+_TASK_CHARS = 1 << 19  # characters sent to a worker at once
 
 
 class Tokenizer:
@@ -64,10 +78,11 @@ class Tokenizer:
 	def __init__(self, vocab: Sequence[str]) -> None:
 		self.vocab = list(vocab)
 		_check_vocab(self.vocab, "the vocabulary")
-		self._ids = {t: i for i, t in enumerate(self.vocab) if i >= len(CONTROL_TOKENS)}
+		self._ids = {t: i for i, t in enumerate(self.vocab) if i >= len(CONTROL_TOKENS) and len(t) <= MAX_TOKEN_LENGTH}
 		self._display = [*self.vocab]
 		self._plain = ["", "", "", "\t", "\n", "", "", "", "", "", *self.vocab[len(CONTROL_TOKENS) :]]
-		self._hf = {False: self._build_hf(control=False), True: self._build_hf(control=True)}
+		self._cache: dict[str, tuple[int, ...]] = {}  # chunk -> ids of " " + chunk
+		self._workers: tuple[int, mp.pool.Pool, weakref.finalize] | None = None
 
 	@property
 	def vocab_size(self) -> int:
@@ -107,7 +122,7 @@ class Tokenizer:
 
 	def save_hf(self, path: str | Path) -> None:
 		"""Write a tokenizer.json for `tokenizers.Tokenizer.from_file` (same ids on cleaned text, control=False)."""
-		self._hf[False].save(str(path))
+		self._build_hf().save(str(path))
 
 	# --- encoding
 
@@ -115,47 +130,111 @@ class Tokenizer:
 		"""Token ids of `text`. control=True honours control-token strings (internal chat formatting only)."""
 		return self.encode_batch([text], clean=clean, control=control)[0].tolist()
 
-	def encode_batch(self, texts: Sequence[str], *, clean: bool = True, control: bool = False) -> list[np.ndarray]:
-		"""Token ids (int32 arrays) of many documents, encoded in parallel on all cores."""
-		if clean:
-			texts = [_clean_keep_control(t) if control else clean_text(t) for t in texts]
-		hf = self._hf[control]
-		out: list[list[np.ndarray]] = [[] for _ in texts]
-		batch: list[tuple[int, str]] = []
-		size = 0
-		for i, text in enumerate(texts):
-			for chunk in _chunks(text, _CHUNK_CHARS):
-				batch.append((i, chunk))
-				size += len(chunk)
-				if size >= _BATCH_CHARS:
-					self._encode_chunks(hf, batch, out)
-					batch, size = [], 0
-		self._encode_chunks(hf, batch, out)
-		return [
-			np.concatenate(parts) if len(parts) != 1 else parts[0]
-			for parts in (p or [np.zeros(0, np.int32)] for p in out)
-		]
+	def encode_batch(
+		self, texts: Sequence[str], *, clean: bool = True, control: bool = False, workers: int | None = None
+	) -> list[np.ndarray]:
+		"""Token ids (int32 arrays) of many documents, spread over `workers` processes (default: all cores)."""
+		texts = list(texts)
+		workers = workers or os.cpu_count() or 1
+		if workers > 1 and sum(map(len, texts)) >= _PARALLEL_CHARS and not mp.current_process().daemon:
+			return self._encode_parallel(texts, clean, control, workers)
+		return [self._encode_document(text, clean, control) for text in texts]
 
-	def _encode_chunks(self, hf: HFTokenizer, batch: list[tuple[int, str]], out: list[list[np.ndarray]]) -> None:
-		if not batch:
-			return
-		encodings = hf.encode_batch_fast([chunk for _, chunk in batch], add_special_tokens=False)
-		for (i, chunk), encoding in zip(batch, encodings):
-			ids = np.array(encoding.ids, dtype=np.int32)
-			if (ids == UNKNOWN).any():
-				ids = self._fix_unknowns(hf, chunk)
-			out[i].append(ids)
+	def _encode_document(self, text: str, clean: bool, control: bool) -> np.ndarray:
+		if control:  # control tokens are cut out first; the text between them is encoded as usual
+			parts = _CONTROL_RE.split(text)
+			ids = [
+				self._encode_text(clean_text(p) if clean else p) if i % 2 == 0 else _ONE[CONTROL_TOKENS.index(p)]
+				for i, p in enumerate(parts)
+			]
+			return np.concatenate(ids)
+		return self._encode_text(clean_text(text) if clean else text)
 
-	def _fix_unknowns(self, hf: HFTokenizer, chunk: str) -> np.ndarray:
-		# WordPiece gives one unknown for a whole word it cannot cut (or that is too long): redo such words.
-		encoding = hf.encode(chunk, add_special_tokens=False)
-		ids: list[int] = []
-		for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
-			if token_id == UNKNOWN and end - start > 1:
-				ids.extend(greedy(chunk[start:end], self._ids))
+	def _encode_text(self, text: str) -> np.ndarray:
+		parts = [self._encode_chunk(chunk) for chunk in _chunks(text, _CHUNK_CHARS)]
+		return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+	def _encode_chunk(self, text: str) -> np.ndarray:
+		if "  " not in text:
+			return np.fromiter(self._spaced_ids(text), dtype=np.int32)
+		# A run of k spaces is a word of k - 1 spaces plus a space glued to the next word, or a word of
+		# k spaces before a tab, a newline or the end.
+		pieces = _SPACE_RUN_RE.split(text)
+		ids = list(self._spaced_ids(pieces[0]))
+		for run, piece in zip(pieces[1::2], pieces[2::2]):
+			if piece == "" or piece[0] in "\t\n":
+				ids += greedy(run, self._ids)
+				ids += self._spaced_ids(piece)
 			else:
-				ids.append(token_id)
+				ids += greedy(run[:-1], self._ids)
+				ids += self._spaced_ids(" " + piece)
 		return np.array(ids, dtype=np.int32)
+
+	def _spaced_ids(self, text: str) -> Iterable[int]:
+		"""Ids of a text with no double space: its first chunk, then " " + each following chunk."""
+		chunks = text.split(" ")
+		cache = self._cache
+		try:
+			found = list(map(cache.__getitem__, chunks[1:]))  # every chunk seen before: all in C
+		except KeyError:
+			found = list(map(cache.get, chunks[1:]))
+			if len(cache) > _CACHE_SIZE:
+				cache.clear()
+			for i, ids in enumerate(found):
+				if ids is None:
+					chunk = chunks[i + 1]
+					ids = found[i] = tuple(self._plain_ids(" " + chunk))
+					if len(chunk) <= MAX_TOKEN_LENGTH * 4:
+						cache[chunk] = ids
+		return chain(self._plain_ids(chunks[0]), chain.from_iterable(found))
+
+	def _plain_ids(self, text: str) -> list[int]:
+		"""The DESIGN §2 algorithm written out, for what the cache has not seen."""
+		out = []
+		for i, segment in enumerate(_TAB_NEWLINE_RE.split(text)):
+			if i % 2:
+				out.append(TAB if segment == "\t" else NEW_LINE)
+			else:
+				for word in WORD_RE.findall(segment):
+					out += greedy(word, self._ids)
+		return out
+
+	def _encode_parallel(self, texts: list[str], clean: bool, control: bool, workers: int) -> list[np.ndarray]:
+		# Big documents are cleaned here and cut into chunks so that all workers share them.
+		tasks: list[tuple[int, str, bool]] = []
+		for i, text in enumerate(texts):
+			if len(text) > 2 * _CHUNK_CHARS and not control:
+				tasks += [(i, chunk, False) for chunk in _chunks(clean_text(text) if clean else text, _CHUNK_CHARS)]
+			else:
+				tasks.append((i, text, clean))
+		batches, batch, size = [], [], 0
+		for task in tasks:
+			batch.append(task)
+			size += len(task[1])
+			if size >= _TASK_CHARS:
+				batches.append(batch)
+				batch, size = [], 0
+		batches.append(batch)
+		jobs = [[(text, clean_it, control) for _, text, clean_it in b] for b in batches]
+		out: list[list[np.ndarray]] = [[] for _ in texts]
+		for batch, results in zip(batches, self._pool(workers).imap(_worker_encode, jobs)):
+			for (i, _, _), ids in zip(batch, results):
+				out[i].append(ids)
+		return [parts[0] if len(parts) == 1 else np.concatenate(parts or [_ONE[0][:0]]) for parts in out]
+
+	def _pool(self, workers: int) -> mp.pool.Pool:
+		if self._workers is None or self._workers[0] != workers:
+			self.close()
+			method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+			pool = mp.get_context(method).Pool(workers, initializer=_worker_init, initargs=(self.vocab,))
+			self._workers = (workers, pool, weakref.finalize(self, pool.terminate))
+		return self._workers[1]
+
+	def close(self) -> None:
+		"""Stop the worker processes of `encode_batch`, if any (they also stop with the tokenizer)."""
+		if self._workers is not None:
+			self._workers[2]()
+			self._workers = None
 
 	# --- decoding
 
@@ -169,8 +248,8 @@ class Tokenizer:
 
 	# --- the Rust encoder
 
-	def _build_hf(self, control: bool) -> HFTokenizer:
-		matchable = {t: i for t, i in self._ids.items() if len(t) <= MAX_TOKEN_LENGTH}
+	def _build_hf(self) -> HFTokenizer:
+		matchable = self._ids
 		known = sorted({c for t in matchable for c in t} - {" "})
 		digits = [c for c in known if "0" <= c <= "9"]
 		letters = [c for c in known if c not in digits and regex.match(r"\p{L}", c)]
@@ -184,15 +263,14 @@ class Tokenizer:
 				vocab,
 				unk_token=CONTROL_TOKENS[UNKNOWN],
 				continuing_subword_prefix="",
-				max_input_chars_per_word=_MAX_WORD,
+				max_input_chars_per_word=_HF_MAX_WORD,
 			)
 		)
 		hf.normalizer = normalizers.Sequence(
 			[normalizers.Replace("\t", CONTROL_TOKENS[TAB]), normalizers.Replace("\n", CONTROL_TOKENS[NEW_LINE])]
 		)
 		hf.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
-		specials = CONTROL_TOKENS if control else (CONTROL_TOKENS[TAB], CONTROL_TOKENS[NEW_LINE])
-		hf.add_special_tokens([AddedToken(t, special=True, normalized=True) for t in specials])
+		hf.add_special_tokens([AddedToken(CONTROL_TOKENS[i], special=True, normalized=True) for i in (TAB, NEW_LINE)])
 		return hf
 
 	# --- training
@@ -327,3 +405,15 @@ def _check_vocab(vocab: list[str], where: str) -> None:
 				f"{where}: token {token!r} appears twice, lines {seen[token] + 1} and {i + 1}: remove the duplicate"
 			)
 		seen[token] = i
+
+
+_worker_tokenizer: Tokenizer | None = None  # the tokenizer of a worker process (set once, by _worker_init)
+
+
+def _worker_init(vocab: list[str]) -> None:
+	global _worker_tokenizer
+	_worker_tokenizer = Tokenizer(vocab)
+
+
+def _worker_encode(batch: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
+	return [_worker_tokenizer._encode_document(text, clean, control) for text, clean, control in batch]
