@@ -76,6 +76,9 @@ def test_checkpoint_directory_round_trip(tmp_path: Path):
 	loaded = load_model(tmp_path / "last")
 	assert loaded.config == config
 	assert torch.equal(_logits(loaded), _logits(model))
+	# A run directory gives its best checkpoint, else its last.
+	save_model(model, tmp_path / "run" / "checkpoints" / "last")
+	assert torch.equal(_logits(load_model(tmp_path / "run")), _logits(model))
 	# The .safetensors file alone carries its config in its metadata.
 	alone = tmp_path / "alone.safetensors"
 	(tmp_path / "last" / "model.safetensors").rename(alone)

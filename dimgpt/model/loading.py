@@ -1,7 +1,8 @@
 """Save and load model weights: our checkpoints, safetensors files, released DimensionGPT `.pt` state dicts.
 
 `save_model(model, directory)` writes `model.safetensors` (the config JSON also sits in its metadata)
-and `model.json`. `load_model(path)` takes such a directory, a `.safetensors` file, or a raw
+and `model.json`. `load_model(path)` takes such a directory (or a run directory: its
+checkpoints/best, else checkpoints/last), a `.safetensors` file, or a raw
 `state_dict` saved with `torch.save` (the released `DimensionGPT-0.2B.pt` / `-Chat.pt`), always read
 with `weights_only=True`.
 
@@ -54,7 +55,7 @@ def load_model(
 	device: torch.device | str = "cpu",
 	dtype: torch.dtype = torch.float32,
 ) -> Transformer:
-	"""Load a Transformer from a checkpoint directory, a .safetensors file or a raw state_dict .pt.
+	"""Load a Transformer from a checkpoint or run directory, a .safetensors file or a raw state_dict .pt.
 
 	`vocab_size` (the tokenizer's) is checked against the weights; any mismatch of keys or shapes
 	raises a ValueError naming the file, the key and both shapes.
@@ -109,11 +110,14 @@ def infer_config(state: dict[str, torch.Tensor], file: Path | str = "<state_dict
 def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig | None]:
 	if path.is_dir():
 		file = path / WEIGHTS_FILE
+		for name in ("best", "last"):  # a run directory: its best checkpoint, else its last
+			if not file.is_file() and (path / "checkpoints" / name / WEIGHTS_FILE).is_file():
+				file = path / "checkpoints" / name / WEIGHTS_FILE
 		if not file.is_file():
 			pts = sorted(path.glob("*.pt"))
 			if len(pts) != 1:
 				raise FileNotFoundError(
-					f"{path}: no {WEIGHTS_FILE} in this directory (save_model writes one); "
+					f"{path}: no {WEIGHTS_FILE} in this directory nor in checkpoints/best or checkpoints/last; "
 					"pass the weights file itself (.safetensors or .pt)"
 				)
 			file = pts[0]
