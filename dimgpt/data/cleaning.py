@@ -75,7 +75,7 @@ _AUTHORISED_SET = frozenset(AUTHORISED)
 _MULTI_PARTS = frozenset(c for e in MULTI_EMOJI for c in e) - _AUTHORISED_SET
 _MULTI_RE = re.compile("|".join(re.escape(e) for e in sorted(MULTI_EMOJI, key=len, reverse=True)))
 _NOT_AUTHORISED_RE = re.compile("[^" + "".join(re.escape(c) for c in AUTHORISED) + "]+")
-_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+_AUTHORISED_ASCII = bytes([9, 10, *range(0x20, 0x7F)])
 _QUOTES = {"«": '"', "»": '"'}
 _SPACES_BEFORE_NEWLINE_RE = re.compile(r"[ \t]+\n")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
@@ -91,25 +91,22 @@ def transliterate(text: str) -> str:
 
 def _non_authorised(text: str) -> set[str]:
 	# Deleting printable ASCII from the UTF-8 bytes in C leaves the few other characters to look at.
-	rest = text.encode("utf-8", "surrogatepass").translate(None, _PRINTABLE_ASCII)
+	rest = text.encode("utf-8", "surrogatepass").translate(None, _AUTHORISED_ASCII)
 	return set(rest.decode("utf-8", "surrogatepass")) - _AUTHORISED_SET
 
 
 def clean(text: str) -> str:
 	"""Reduce `text` to the authorised characters (DESIGN §2). Idempotent."""
-	if not text.isascii():
+	bad = _non_authorised(text)
+	if bad & _MULTI_PARTS:
+		text = _MULTI_RE.sub(lambda m: _TO_PRIVATE[m.group()], text)
 		bad = _non_authorised(text)
-		if bad & _MULTI_PARTS:
-			text = _MULTI_RE.sub(lambda m: _TO_PRIVATE[m.group()], text)
-			bad = _non_authorised(text)
-		if len(bad) > _MANY_BAD:
-			text = _NOT_AUTHORISED_RE.sub(lambda m: "".join(map(transliterate, m.group())), text)
-		else:
-			# A few distinct characters (the usual case): one fast C-level replace each.
-			for c in bad:
-				text = text.replace(c, transliterate(c))
-	elif "\r" in text:
-		text = text.replace("\r", "")
+	if len(bad) > _MANY_BAD:
+		text = _NOT_AUTHORISED_RE.sub(lambda m: "".join(map(transliterate, m.group())), text)
+	else:
+		# A few distinct characters (the usual case): one fast C-level replace each.
+		for c in bad:
+			text = text.replace(c, transliterate(c))
 	for _ in range(3):  # short runs of spaces before a newline: str.replace is much faster than the regex
 		if " \n" not in text and "\t\n" not in text:
 			break
