@@ -30,7 +30,17 @@ from safetensors.torch import save_file
 
 from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE
-from dimgpt.data.tokenizer import CONTROL_TOKENS, END_OF_TEXT, NEW_LINE, PADDING, START_OF_TEXT, TAB, UNKNOWN, Tokenizer
+from dimgpt.data.tokenizer import (
+	CONTROL_TOKENS,
+	END_OF_TEXT,
+	NEW_LINE,
+	PADDING,
+	START_OF_TEXT,
+	TAB,
+	UNKNOWN,
+	USER,
+	Tokenizer,
+)
 
 if TYPE_CHECKING:
 	from dimgpt.model.transformer import Transformer
@@ -151,11 +161,22 @@ def is_tied(state_dict: dict[str, torch.Tensor]) -> bool:
 
 
 def generation_config(config: ModelConfig) -> dict:
-	"""`generation_config.json`: the control-token ids; sampling settings stay at transformers' defaults."""
+	"""`generation_config.json`: our sampler's chat-mode rules and default settings, where transformers has them.
+
+	Generation stops at ⮜end-of-text⮞ or ⮜user⮞ (the end of an answer) and never emits the other control
+	tokens, as `dimgpt.sampling.ChatSession`; temperature 0.5 and top-p 0.9 are the release's defaults.
+	Its repetition penalty (a recency-weighted one) has no equivalent in transformers and is left out.
+	"""
+	stops = [END_OF_TEXT, USER]
 	return {
 		"bos_token_id": START_OF_TEXT,
-		"eos_token_id": END_OF_TEXT,
+		"eos_token_id": stops,
 		"pad_token_id": PADDING,
+		"suppress_tokens": [i for i in range(len(CONTROL_TOKENS)) if i not in stops],
+		"do_sample": True,
+		"temperature": 0.5,
+		"top_p": 0.9,
+		"top_k": 0,
 	}
 
 
@@ -170,7 +191,8 @@ def export_tokenizer(
 	name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else str(tokenizer)
 	if not isinstance(tokenizer, Tokenizer):
 		tokenizer = Tokenizer.load(tokenizer)
-	if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+	# A model may have room for more tokens than its vocabulary (the trainer allows it), never fewer.
+	if vocab_size is not None and tokenizer.vocab_size > vocab_size:
 		raise ValueError(
 			f"{name} has {tokenizer.vocab_size} tokens but the model has a vocabulary of {vocab_size}: "
 			"give the vocab.txt the model was trained with"

@@ -13,10 +13,11 @@ from dimgpt.cli import main
 from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import clean
 from dimgpt.data.instruct import format_conversations
-from dimgpt.data.tokenizer import END_OF_TEXT, Tokenizer
+from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
 from dimgpt.export import export_hf, hf_config, hf_state_dict
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.sampling import Sampler, SamplingConfig
 
 transformers = pytest.importorskip("transformers")
 
@@ -45,21 +46,17 @@ def load_hf(directory: Path, attn_implementation: str = "sdpa") -> torch.nn.Modu
 
 
 def greedy(model: Transformer, prompt: list[int], new_tokens: int) -> list[int]:
-	"""Greedy continuation with our model: argmax over a full forward at each step, stop at end-of-text."""
-	tokens = list(prompt)
-	with torch.no_grad():
-		for _ in range(new_tokens):
-			token = int(model(torch.tensor([tokens]))[0, -1].argmax())
-			tokens.append(token)
-			if token == END_OF_TEXT:
-				break
-	return tokens[len(prompt) :]
+	"""Our greedy continuation: the KV-cache sampler at temperature 0, no repetition penalty, chat stops."""
+	settings = SamplingConfig(temperature=0.0, repetition_penalty=0.0, max_new_tokens=new_tokens)
+	return Sampler(model).generate_ids([prompt], settings, stop_ids=(USER, END_OF_TEXT))[0]
 
 
 def hf_greedy(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
+	"""transformers' greedy `generate` with the exported generation config; the stop token left out."""
 	with torch.no_grad():
 		out = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False)
-	return out[0, len(prompt) :].tolist()
+	new = out[0, len(prompt) :].tolist()
+	return new[:-1] if new and new[-1] in (USER, END_OF_TEXT) else new
 
 
 def max_logit_difference(ours: Transformer, theirs: torch.nn.Module, tokens: torch.Tensor) -> float:
@@ -94,6 +91,9 @@ def test_files_and_config(exported: tuple[Transformer, Path]) -> None:
 	assert config.tie_word_embeddings
 	model = load_hf(directory)
 	assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+	generation = transformers.GenerationConfig.from_pretrained(directory)
+	assert set(generation.eos_token_id) == {USER, END_OF_TEXT}
+	assert set(generation.suppress_tokens) == set(range(10)) - {USER, END_OF_TEXT}
 
 
 def test_greedy_generation_matches(exported: tuple[Transformer, Path]) -> None:
@@ -102,6 +102,18 @@ def test_greedy_generation_matches(exported: tuple[Transformer, Path]) -> None:
 	prompt = [2, 17, 200, 45, 99]
 	# 30 new tokens run far past the window (6): transformers' sliding KV cache must drop what ours masks.
 	expected = greedy(ours, prompt, 30)
+	assert hf_greedy(theirs, prompt, 30) == expected
+
+
+def test_greedy_generation_stops_like_ours(tmp_path: Path) -> None:
+	"""A model leaning towards ⮜end-of-text⮞: both generations stop at the same step."""
+	model = randomize(Transformer(CONFIG))
+	with torch.no_grad():
+		model.token_embedding.weight[END_OF_TEXT] *= 2
+	theirs = load_hf(export_hf(model, tmp_path))
+	prompt = [2, 17, 200, 45, 99]
+	expected = greedy(model, prompt, 30)
+	assert 0 < len(expected) < 30
 	assert hf_greedy(theirs, prompt, 30) == expected
 
 
