@@ -41,7 +41,7 @@ MALFORMED = [
 def tokenizer() -> Tokenizer:
 	texts = [
 		GOOD["conversation"][0]["text"],
-		"Le petit chat dort. Bonjour, comment allez-vous ? Très bien, merci !",
+		"Salut ! Le petit chat dort. Bonjour, comment allez-vous ? Très bien, merci !",
 	] * 20
 	return Tokenizer.train(texts, 200, progress=False)
 
