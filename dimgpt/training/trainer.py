@@ -15,6 +15,7 @@ config and loaders (anything with `next_batch() -> (x, y, w)`, `state_dict()` an
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -478,7 +479,13 @@ def default_loader(kind: str, dataset_dir: str | Path, model_config: ModelConfig
 			return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
 		if kind == "instruct":
 			return InstructLoader(
-				dataset_dir, split, config.batch_size, model_config.context_length, training=split == "train", **common
+				dataset_dir,
+				split,
+				config.batch_size,
+				model_config.context_length,
+				training=split == "train",
+				instruction_weight=config.instruction_loss_weight,
+				**common,
 			)
 		raise ValueError(f"kind must be 'pretrain' or 'instruct', got {kind!r}")
 
@@ -524,7 +531,7 @@ def train(
 			init_from=init_from,
 			env=env,
 			progress=progress,
-			epoch_tokens=getattr(train_loader, "num_tokens", None),
+			epoch_tokens=_dataset_tokens(train_loader),
 		)
 		return trainer.fit()
 	finally:
@@ -534,6 +541,12 @@ def train(
 			if loader is not None and hasattr(loader, "close"):
 				loader.close()
 		cleanup_distributed()
+
+
+def _dataset_tokens(loader: Any) -> int | None:
+	"""Tokens in one pass over the training split (for the epoch count), when the loader tells."""
+	sources = getattr(loader, "sources", None)
+	return sum(int(s.tokens) for s in sources) if sources else None
 
 
 def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
@@ -548,13 +561,8 @@ def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
 
 
 def _data_config(dataset_dir: Path) -> DataConfig | None:
-	import json
-
-	for name in ("data_config.json", "config.json"):
-		path = dataset_dir / name
-		if path.is_file():
-			try:
-				return from_dict(DataConfig, json.loads(path.read_text(encoding="utf-8")))
-			except (ValueError, TypeError):
-				return None
-	return None
+	"""The DataConfig recorded in the dataset's data.json (kept with the checkpoints), if readable."""
+	try:
+		return from_dict(DataConfig, json.loads((dataset_dir / "data.json").read_text(encoding="utf-8"))["config"])
+	except (OSError, KeyError, ValueError, TypeError):
+		return None

@@ -1,0 +1,200 @@
+"""Trainer: optimizer groups, accumulation equivalence, non-finite skip, budgets, STOP file, metrics and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from dimgpt.config import ModelConfig, get_preset
+from dimgpt.data.create import create_data
+from dimgpt.data.loader import PretrainLoader
+from dimgpt.model.transformer import Transformer
+from dimgpt.training.metrics import read_metrics
+from dimgpt.training.trainer import Trainer, make_optimizer, resolve_precision
+
+# A model small enough that a step takes milliseconds, over the tiny preset's vocabulary.
+SMALL = ModelConfig(vocab_size=4_096, context_length=32, window=16, dim=64, n_layers=2, n_heads=4, n_kv_heads=2)
+QUICK = replace(
+	get_preset("tiny").train,
+	batch_size=4,
+	warmup_steps=2,
+	decay_steps=20,
+	max_steps=4,
+	eval_every=0,
+	eval_batches=0,
+	checkpoint_every=0,
+	log_every=1,
+)
+
+
+def build_tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+	"""The tiny preset's dataset (embedded corpus, small tokenizer budget), built once per test session."""
+	out = tmp_path_factory.getbasetemp() / "tiny-dataset"
+	if not (out / "data.json").exists():
+		create_data(replace(get_preset("tiny").data, tokenizer_chars=300_000), out, progress=False)
+	return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+	return build_tiny_dataset(tmp_path_factory)
+
+
+class ListLoader:
+	"""Replays given batches in order (state: the position), for tests that shape the batches."""
+
+	def __init__(self, batches: list) -> None:
+		self.batches, self.position = batches, 0
+
+	def next_batch(self):
+		batch = self.batches[self.position % len(self.batches)]
+		self.position += 1
+		return batch
+
+	def state_dict(self) -> dict:
+		return {"position": self.position}
+
+	def load_state_dict(self, state: dict) -> None:
+		self.position = state["position"]
+
+
+def real_batches(dataset: Path, n: int, batch_size: int, seed: int = 1) -> list:
+	loader = PretrainLoader(dataset, "train", batch_size, SMALL.context_length, seed=seed)
+	try:
+		return [tuple(t.clone() for t in loader.next_batch()) for _ in range(n)]
+	finally:
+		loader.close()
+
+
+def losses(run_dir: Path) -> list[float]:
+	return [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+
+
+def test_weight_decay_on_matrices_only_and_tied_embedding_once() -> None:
+	model = Transformer(SMALL)
+	optimizer = make_optimizer(model, QUICK, torch.device("cpu"))
+	decay, no_decay = optimizer.param_groups
+	assert decay["weight_decay"] == QUICK.weight_decay and no_decay["weight_decay"] == 0.0
+	assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+	embedding = model.token_embedding.weight
+	assert model.final_linear.weight is embedding
+	assert sum(p is embedding for p in decay["params"]) == 1
+	total = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+	assert total == SMALL.num_parameters()
+	assert len(no_decay["params"]) == 2 * SMALL.n_layers + 1  # two RMSNorm gains a block, and the final one
+
+
+def test_precision_auto_is_fp32_on_cpu() -> None:
+	assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+	assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_accumulation_equals_one_big_batch(tiny_data: Path, tmp_path: Path) -> None:
+	big = []
+	for i, (x, y, w) in enumerate(real_batches(tiny_data, 2, 8)):
+		w = w.clone()
+		w[:4, : 20 + i] = 0.0  # the first half of the batch is mostly padding: its micro-batch mean weighs less
+		big.append((x, y, w))
+	halves = [(x[s], y[s], w[s]) for x, y, w in big for s in (slice(0, 4), slice(4, 8))]
+	config = replace(QUICK, max_steps=2)
+	one = Trainer(SMALL, replace(config, batch_size=8, grad_accum=1), tmp_path / "one", ListLoader(big), progress=False)
+	one.fit()
+	two = Trainer(
+		SMALL, replace(config, batch_size=4, grad_accum=2), tmp_path / "two", ListLoader(halves), progress=False
+	)
+	two.fit()
+	for (name, a), b in zip(one.model.named_parameters(), two.model.parameters()):
+		torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+	assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-6)
+
+	# The test can fail: averaging the two micro-batch means gives another loss than the big batch.
+	torch.manual_seed(QUICK.seed)
+	model = Transformer(SMALL)
+	with torch.no_grad():
+		sums = [one._forward(model, x, y, w)[0].item() for x, y, w in halves[:2]]
+	weights = [w.sum().item() for _, _, w in halves[:2]]
+	big_loss = sum(sums) / sum(weights)
+	mean_of_means = (sums[0] / weights[0] + sums[1] / weights[1]) / 2
+	assert losses(tmp_path / "two")[0] == pytest.approx(big_loss, rel=1e-5)
+	assert abs(mean_of_means - big_loss) > 1e-3
+
+
+def test_non_finite_step_is_skipped_and_never_reaches_the_weights(tiny_data: Path, tmp_path: Path) -> None:
+	batches = real_batches(tiny_data, 4, 4)
+	x, y, w = batches[2]
+	w = w.clone()
+	w[0, 0] = math.nan
+	batches[2] = (x, y, w)
+	trainer = Trainer(SMALL, replace(QUICK, max_steps=2), tmp_path, ListLoader(batches), progress=False)
+	trainer.fit()
+	before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+	moments = [s["exp_avg"].clone() for s in trainer.optimizer.state.values()]
+	trainer.config = replace(QUICK, max_steps=3)
+	trainer.fit()
+	assert trainer.skipped == 1
+	for k, v in trainer.model.state_dict().items():
+		assert torch.equal(v, before[k]), k
+	assert all(torch.equal(m, s["exp_avg"]) for m, s in zip(moments, trainer.optimizer.state.values()))
+	assert all(p.grad is None for p in trainer.model.parameters())
+	last = read_metrics(tmp_path / "metrics.jsonl")[-1]
+	assert last["step"] == 3 and last["skipped"] == 1 and math.isnan(last["loss"])
+	trainer.config = replace(QUICK, max_steps=4)
+	trainer.fit()  # the next good batch trains again
+	assert trainer.skipped == 1 and not torch.equal(
+		trainer.model.token_embedding.weight, before["token_embedding.weight"]
+	)
+	trainer.close()
+
+
+def test_many_non_finite_steps_in_a_row_stop_the_run(tiny_data: Path, tmp_path: Path) -> None:
+	x, y, w = real_batches(tiny_data, 1, 4)[0]
+	poisoned = ListLoader([(x, y, torch.full_like(w, math.inf))])
+	trainer = Trainer(SMALL, replace(QUICK, max_steps=10, max_nonfinite_in_row=3), tmp_path, poisoned, progress=False)
+	with pytest.raises(RuntimeError, match="3 non-finite losses or gradients in a row"):
+		trainer.fit()
+	assert trainer.step == 3 and trainer.skipped == 3
+
+
+def test_token_budget_metrics_plots_and_best_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+	train = PretrainLoader(tiny_data, "train", 4, SMALL.context_length)
+	val = PretrainLoader(tiny_data, "validation", 4, SMALL.context_length)
+	config = replace(QUICK, max_steps=None, max_tokens=6 * 4 * 32, eval_every=3, eval_batches=2, checkpoint_every=3)
+	trainer = Trainer(SMALL, config, tmp_path, train, val, progress=False, epoch_tokens=10_000)
+	result = trainer.fit()
+	trainer.close()
+	train.close()
+	val.close()
+	assert result.reason == "done" and result.step == 6 and result.tokens == 6 * 4 * 32
+	records = read_metrics(tmp_path / "metrics.jsonl")
+	steps = [r for r in records if "loss" in r]
+	assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+	assert steps[-1]["epoch"] == pytest.approx(6 * 4 * 32 / 10_000)
+	assert steps[0]["lr"] == pytest.approx(QUICK.lr / QUICK.warmup_steps)
+	assert {"loss_smooth", "accuracy", "accuracy_smooth", "tokens_per_second", "grad_norm", "mfu"} <= set(steps[-1])
+	assert all(0 <= r["accuracy"] <= 1 for r in steps)
+	vals = [r for r in records if "val_loss" in r]
+	assert [r["step"] for r in vals] == [3, 6]
+	assert result.best_val_loss == min(r["val_loss"] for r in vals)
+	best = torch.load(tmp_path / "checkpoints" / "best" / "training.pt", weights_only=True)
+	assert best["best_val_loss"] == result.best_val_loss
+	for name in ("loss.png", "accuracy.png"):
+		assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stop_file_saves_and_stops(tiny_data: Path, tmp_path: Path) -> None:
+	loader = ListLoader(real_batches(tiny_data, 3, 4))
+	trainer = Trainer(SMALL, replace(QUICK, max_steps=2), tmp_path, loader, progress=False)
+	trainer.fit()
+	(tmp_path / "STOP").touch()
+	trainer.config = replace(QUICK, max_steps=50)
+	result = trainer.fit()
+	assert result.reason == "stop-file" and result.step == 2
+	assert not (tmp_path / "STOP").exists()
+	state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
+	assert state["step"] == 2 and state["loaders"] == [{"position": 2}]
+	assert json.loads((tmp_path / "checkpoints" / "last" / "model.json").read_text())["dim"] == SMALL.dim
