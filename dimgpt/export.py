@@ -16,7 +16,16 @@ The exported tokenizer (`tokenizer.json` over the same vocabulary) cannot run ou
 cleaned text to it, as our own `Tokenizer.encode` does by default, to get the same ids.
 
     python -m dimgpt export-hf runs/tiny out/tiny-hf
-    python -m dimgpt export-hf DimensionGPT-0.2B.pt out/dimensiongpt-hf --vocab vocab.txt
+    python -m dimgpt export-hf models/DimensionGPT-0.2B-Chat.pt out/dimensiongpt-hf --vocab data/vocab.txt
+
+Then, anywhere `transformers` runs:
+
+    tokenizer = AutoTokenizer.from_pretrained("out/tiny-hf")
+    model = AutoModelForCausalLM.from_pretrained("out/tiny-hf")
+    messages = [{"role": "user", "content": clean("Bonjour, ça va ?")}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    answer = model.generate(**inputs)[0, inputs["input_ids"].shape[1] :]
+    print(tokenizer.decode(answer, skip_special_tokens=True))
 """
 
 from __future__ import annotations

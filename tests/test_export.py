@@ -274,6 +274,7 @@ def test_chat_template(tokenizer: Tokenizer, tmp_path: Path) -> None:
 	text = theirs.apply_chat_template(messages, tokenize=False)
 	expected = format_conversations([turns], tokenizer)[0].tolist()
 	assert theirs(text).input_ids == expected
+	assert theirs.apply_chat_template(messages, return_dict=True)["input_ids"] == expected
 	prompt = theirs.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
 	assert theirs(prompt).input_ids == expected[: expected.index(8) + 1]  # up to the first ⮜assistant⮞
 
