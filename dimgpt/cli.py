@@ -42,11 +42,14 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 	)
 	p.add_argument("out_dir", help="directory to write the transformers checkpoint to")
 	p.add_argument("--vocab", help="the model's vocab.txt (default: the one next to the model or in its run directory)")
+	p.add_argument(
+		"--checkpoint", default="auto", choices=("auto", "best", "last"), help="which checkpoint of a run directory"
+	)
 
 	def handler(args: argparse.Namespace) -> int:
 		from dimgpt.export import export_command
 
-		export_command(args.model, args.out_dir, vocab=args.vocab)
+		export_command(args.model, args.out_dir, vocab=args.vocab, checkpoint=args.checkpoint)
 		return 0
 
 	p.set_defaults(handler=handler)

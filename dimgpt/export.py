@@ -287,9 +287,11 @@ def export_hf(
 	return out_dir
 
 
-def export_command(model_path: str | Path, out_dir: str | Path, vocab: str | Path | None = None) -> Path:
+def export_command(
+	model_path: str | Path, out_dir: str | Path, vocab: str | Path | None = None, checkpoint: str = "auto"
+) -> Path:
 	"""`python -m dimgpt export-hf`: resolve the checkpoint and its vocab.txt, export, say where it went."""
-	weights = checkpoint_path(model_path)
+	weights = checkpoint_path(model_path, checkpoint)
 	if vocab is None:
 		vocab = find_vocab(weights)
 		if vocab is None:
@@ -305,28 +307,37 @@ def export_command(model_path: str | Path, out_dir: str | Path, vocab: str | Pat
 	return out_dir
 
 
-def checkpoint_path(path: str | Path) -> Path:
-	"""The weights behind `path`: a run directory gives its best checkpoint, else its last."""
+def checkpoint_path(path: str | Path, which: str = "auto") -> Path:
+	"""The weights behind `path`; for a run directory, checkpoints/`which` ("auto": best if there, else last)."""
+	order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}
+	if which not in order:
+		raise ValueError(f"checkpoint must be 'auto', 'best' or 'last', got {which!r}")
 	path = Path(path)
 	if not path.exists():
 		raise FileNotFoundError(f"no model at {path}: give a run directory, a checkpoint directory or a weights file")
-	if path.is_dir() and not (path / "model.safetensors").exists():
-		for name in ("best", "last"):
-			if (path / "checkpoints" / name / "model.safetensors").exists():
-				return path / "checkpoints" / name
-		raise FileNotFoundError(
-			f"{path} holds no model.safetensors and no checkpoints/best or checkpoints/last: "
-			"give a run directory, a checkpoint directory or a weights file"
-		)
-	return path
+	if path.is_file() or (path / "model.safetensors").is_file():
+		return path
+	for name in order[which]:
+		if (path / "checkpoints" / name / "model.safetensors").is_file():
+			return path / "checkpoints" / name
+	raise FileNotFoundError(
+		f"{path} holds no model.safetensors and no checkpoints/{'|'.join(order[which])}/model.safetensors: "
+		"give a run directory, a checkpoint directory or a weights file"
+	)
 
 
 def find_vocab(path: str | Path) -> Path | None:
-	"""The `vocab.txt` that goes with the model at `path`: next to it or in a parent (run or data directory)."""
+	"""The `vocab.txt` of the model at `path`: next to it, or in a parent run directory or its dataset."""
 	path = Path(path).resolve()
 	start = path if path.is_dir() else path.parent
 	for directory in [start, *list(start.parents)[:3]]:
-		for candidate in (directory / "vocab.txt", directory / "data" / "vocab.txt"):
+		candidates = [directory / "vocab.txt", directory / "data" / "vocab.txt", directory / "dataset" / "vocab.txt"]
+		try:  # a fine-tuning run records the dataset it was trained on
+			info = json.loads((directory / "finetune.json").read_text(encoding="utf-8"))
+			candidates.append(Path(info["dataset"]) / "vocab.txt")
+		except (OSError, ValueError, KeyError, TypeError):
+			pass
+		for candidate in candidates:
 			if candidate.is_file():
 				return candidate
 	return None
