@@ -81,31 +81,11 @@ def create_data(
 	out = Path(out_dir)
 	out.mkdir(parents=True, exist_ok=True)
 	timer = _Timer()
-	local_cache = out / ".hf_cache"
-	caches = {"files": local_cache, "hf": cache_dir, "embedded": None}
-
-	def stream(source: SourceConfig, stats: SourceStats | None = None):
-		return documents(source, min_chars=config.min_document_chars, stats=stats, cache_dir=caches[source.kind])
-
+	stream = _streamer(config, out, cache_dir)
+	trained = force_tokenizer or not (out / "vocab.txt").exists()
+	tokenizer = train_tokenizer(config, out, force=force_tokenizer, progress=progress, cache_dir=cache_dir, timer=timer)
 	with timer("scan"):
-		scan = _scan(config, out, stream, progress)
-
-	vocab_path = out / "vocab.txt"
-	trained = force_tokenizer or not vocab_path.exists()
-	if trained:
-		with timer("sampling"):
-			sample_path = _sample(config, out, scan, stream, progress)
-		with timer("vocab training"):
-			tokenizer = Tokenizer.train(
-				_lines(sample_path),
-				config.vocab_size,
-				max_token_length=config.max_token_length,
-				forced_tokens=config.forced_tokens,
-				progress=progress,
-			)
-			tokenizer.save(vocab_path.with_name("vocab.txt.tmp"))
-			os.replace(vocab_path.with_name("vocab.txt.tmp"), vocab_path)
-	tokenizer = Tokenizer.load(vocab_path)
+		scan = scan_sources(config, out, progress=progress, cache_dir=cache_dir)
 
 	pretrain = {}
 	for source in config.sources:
@@ -118,7 +98,8 @@ def create_data(
 	instruct = {}
 	with timer("instruct"):
 		for source in config.instruct_sources:
-			instruct[source.name] = _instruct_source(config, source, out, tokenizer, caches[source.kind], progress)
+			cache = out / ".hf_cache" if source.kind == "files" else cache_dir
+			instruct[source.name] = _instruct_source(config, source, out, tokenizer, cache, progress)
 
 	summary = {
 		"format_version": FORMAT_VERSION,
@@ -141,8 +122,23 @@ def create_data(
 # --- 1. scan ---------------------------------------------------------------------------------------
 
 
-def _scan(config: DataConfig, out: Path, stream: Callable, progress: bool) -> dict[str, dict[str, int]]:
-	"""Documents and characters kept per source (cached in scan.json for these source definitions)."""
+def _streamer(config: DataConfig, out: Path, cache_dir: str | Path | None) -> Callable:
+	"""documents(source) with the config's filter; local files get a datasets cache inside `out`."""
+
+	def stream(source: SourceConfig, stats: SourceStats | None = None):
+		cache = out / ".hf_cache" if source.kind == "files" else cache_dir
+		return documents(source, min_chars=config.min_document_chars, stats=stats, cache_dir=cache)
+
+	return stream
+
+
+def scan_sources(
+	config: DataConfig, out_dir: str | Path, *, progress: bool = True, cache_dir: str | Path | None = None
+) -> dict[str, dict[str, Any]]:
+	"""Documents, characters, short and duplicate documents per source (cached in out_dir/scan.json)."""
+	out = Path(out_dir)
+	out.mkdir(parents=True, exist_ok=True)
+	stream = _streamer(config, out, cache_dir)
 	path = out / "scan.json"
 	key = {"min_document_chars": config.min_document_chars}
 	cached = read_json(path) if path.exists() else {}
@@ -166,7 +162,7 @@ def _scan(config: DataConfig, out: Path, stream: Callable, progress: bool) -> di
 	return result
 
 
-# --- 2. tokenizer sample ---------------------------------------------------------------------------
+# --- 2-3. tokenizer sample and vocabulary ---------------------------------------------------------
 
 
 def sample_quotas(config: DataConfig, scan: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -212,6 +208,37 @@ def _sample(config: DataConfig, out: Path, scan: dict, stream: Callable, progres
 	os.replace(path.with_name(path.name + ".tmp"), path)
 	write_json(out / "tokenizer_sample.json", {"quotas": quotas, "characters": sampled})
 	return path
+
+
+def train_tokenizer(
+	config: DataConfig,
+	out_dir: str | Path,
+	*,
+	force: bool = False,
+	progress: bool = True,
+	cache_dir: str | Path | None = None,
+	timer: _Timer | None = None,
+) -> Tokenizer:
+	"""The tokenizer of `out_dir/vocab.txt`, trained on a sample of the sources first if absent (or forced)."""
+	out = Path(out_dir)
+	timer = timer or _Timer()
+	vocab_path = out / "vocab.txt"
+	if force or not vocab_path.exists():
+		with timer("scan"):
+			scan = scan_sources(config, out, progress=progress, cache_dir=cache_dir)
+		with timer("sampling"):
+			sample_path = _sample(config, out, scan, _streamer(config, out, cache_dir), progress)
+		with timer("vocab training"):
+			tokenizer = Tokenizer.train(
+				_lines(sample_path),
+				config.vocab_size,
+				max_token_length=config.max_token_length,
+				forced_tokens=config.forced_tokens,
+				progress=progress,
+			)
+			tokenizer.save(vocab_path.with_name("vocab.txt.tmp"))
+			os.replace(vocab_path.with_name("vocab.txt.tmp"), vocab_path)
+	return Tokenizer.load(vocab_path)
 
 
 def _lines(path: Path):
