@@ -14,7 +14,7 @@ from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import clean
 from dimgpt.data.instruct import format_conversations
 from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
-from dimgpt.export import export_hf, hf_config, hf_state_dict
+from dimgpt.export import checkpoint_path, export_hf, find_vocab, hf_config, hf_state_dict
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import Sampler, SamplingConfig
@@ -314,3 +314,23 @@ def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path) -> None:
 	tokenizer.save(tmp_path / "vocab.txt")  # 600 tokens, the model has 256
 	with pytest.raises(ValueError, match="600 tokens but the model has a vocabulary of 256"):
 		main(["export-hf", str(run), str(tmp_path / "hf"), "--vocab", str(tmp_path / "vocab.txt")])
+
+
+def test_run_directory_layouts(tmp_path: Path) -> None:
+	run = tmp_path / "runs" / "tiny"
+	for name in ("best", "last"):
+		(run / "checkpoints" / name).mkdir(parents=True)
+		(run / "checkpoints" / name / "model.safetensors").touch()
+	assert checkpoint_path(run) == run / "checkpoints" / "best"
+	assert checkpoint_path(run, "last") == run / "checkpoints" / "last"
+	assert find_vocab(checkpoint_path(run)) is None
+	(run / "data").mkdir()
+	(run / "data" / "vocab.txt").touch()  # the dataset inside the run directory
+	assert find_vocab(checkpoint_path(run)) == (run / "data" / "vocab.txt").resolve()
+
+	chat = tmp_path / "elsewhere" / "chat"  # a fine-tuning run names its dataset in finetune.json
+	(chat / "checkpoints" / "last").mkdir(parents=True)
+	(chat / "checkpoints" / "last" / "model.safetensors").touch()
+	(chat / "finetune.json").write_text(json.dumps({"dataset": str(run / "data")}))
+	assert checkpoint_path(chat) == chat / "checkpoints" / "last"
+	assert find_vocab(checkpoint_path(chat)) == run / "data" / "vocab.txt"
