@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dimgpt.config import ModelConfig, Preset, TrainConfig, get_preset, load_json
+from dimgpt.config import ModelConfig, Preset, TrainConfig, from_dict, get_preset, load_json
 from dimgpt.data.mix import InstructMix, mix_loaders
 from dimgpt.model.loading import load_model
-from dimgpt.training.trainer import TrainResult, _data_config, train
+from dimgpt.training.trainer import TrainResult, train
 
 INFO_FILE = "finetune.json"
 
@@ -47,6 +48,10 @@ def pretrained_checkpoint(path: str | Path, which: str = "auto") -> Path:
 	)
 
 
+def _is_main() -> bool:
+	return int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 writes finetune.json
+
+
 def _check_separate(source: Path, run_dir: Path) -> None:
 	"""Refuse a fine-tuning run directory that is, holds or lies inside the pretrained run."""
 	source, run_dir = source.resolve(), run_dir.resolve()
@@ -57,6 +62,16 @@ def _check_separate(source: Path, run_dir: Path) -> None:
 				f"the fine-tuning run directory {run_dir} overlaps the pretrained run {pretrain_run}; "
 				"give the fine-tuning its own --run-dir (the pretrained run is never written to)"
 			)
+
+
+def dataset_mix(dataset_dir: str | Path, preset: Preset) -> InstructMix:
+	"""The conversation mix the dataset was made with (its data.json), else the preset's."""
+	path = Path(dataset_dir) / "data.json"
+	if path.is_file():
+		config = json.loads(path.read_text(encoding="utf-8")).get("config") or {}
+		if "instruct_mix" in config:
+			return from_dict(InstructMix, config["instruct_mix"])
+	return preset.data.instruct_mix
 
 
 @torch.no_grad()
@@ -89,7 +104,8 @@ def finetune(
 
 	The model shape comes from the checkpoint; the recipe is `preset.finetune` (or `train_config`),
 	with `overrides` replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's
-	`instruct_mix`, else the preset's. Restarting with the same `run_dir` resumes it.
+	`instruct_mix`, else the preset's. Validation takes at most the batches that cover the held-out
+	conversations once. Restarting with the same `run_dir` resumes it.
 	"""
 	source = pretrained_checkpoint(from_run, checkpoint)
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
@@ -97,9 +113,7 @@ def finetune(
 	preset = get_preset(preset) if isinstance(preset, str) else preset
 	preset = replace(preset, model=load_json(ModelConfig, source / "model.json"))
 	config = replace(train_config or preset.finetune, **overrides)
-	if mix is None:
-		data_config = _data_config(dataset_dir)
-		mix = (data_config or preset.data).instruct_mix
+	mix = mix or dataset_mix(dataset_dir, preset)
 	make_loader = mix_loaders(
 		dataset_dir,
 		config.batch_size,
@@ -109,17 +123,23 @@ def finetune(
 		instruction_weight=config.instruction_loss_weight,
 	)
 
+	if config.eval_batches > 0:
+		# validation visits each held-out conversation once: no more batches than that takes
+		held_out = make_loader("validation", None).num_conversations
+		config = replace(config, eval_batches=min(config.eval_batches, math.ceil(held_out / config.batch_size)))
+
 	info_path = run_dir / INFO_FILE
 	if not (run_dir / "checkpoints" / "last").exists() and config.eval_batches > 0:
 		# The loss of the starting weights on the same validation batches: the "before" of the run.
 		loader = make_loader("validation", None)
 		batches = [loader.next_batch() for _ in range(config.eval_batches)]
 		before = validation_loss(load_model(source), batches)
-		run_dir.mkdir(parents=True, exist_ok=True)
-		info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
-		info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-		if progress:
-			print(f"fine-tuning {source} ; validation loss (answer tokens) before: {before:.4f}")
+		if _is_main():
+			run_dir.mkdir(parents=True, exist_ok=True)
+			info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
+			info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+			if progress:
+				print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
 	result = train(
 		preset,
 		dataset_dir,
@@ -130,7 +150,7 @@ def finetune(
 		make_loader=make_loader,
 		progress=progress,
 	)
-	if info_path.is_file():
+	if info_path.is_file() and _is_main():
 		info = json.loads(info_path.read_text(encoding="utf-8"))
 		info.update(step=result.step, val_loss_after=result.val_loss, best_val_loss=result.best_val_loss)
 		info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,166 @@
+"""Fine-tuning: exact resume, the pretrained run left untouched, the chat model stopping at its end of answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dimgpt.cli import main
+from dimgpt.config import ModelConfig, TrainConfig, get_preset
+from dimgpt.data.instruct import build_instruct_source
+from dimgpt.data.mix import RESOURCES, InstructMix, MixGroup
+from dimgpt.data.store import write_json
+from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
+from dimgpt.model.loading import load_model, save_model
+from dimgpt.model.transformer import Transformer
+from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
+from dimgpt.training.finetune import finetune, pretrained_checkpoint
+
+EXCHANGES = [
+	("Bonjour !", "Bonjour ! Comment puis-je vous aider ?"),
+	("Qui es-tu ?", "Je suis DimensionGPT."),
+	("Quelle est la capitale de la France ?", "Paris."),
+	("Merci beaucoup !", "Avec plaisir, au revoir !"),
+]
+
+
+def records(pairs: list[tuple[str, str]]) -> list[dict]:
+	return [{"conversation": [{"role": "user", "text": q}, {"role": "assistant", "text": a}]} for q, a in pairs]
+
+
+def make_dataset(directory: Path, conversations: list[dict], held: float) -> Path:
+	"""A dataset folder with a small tokenizer and one instruction source (group "chatbot")."""
+	lines = (RESOURCES / "default.jsonl").read_text(encoding="utf-8").splitlines()
+	texts = [t["text"] for line in lines for t in json.loads(line)["conversation"]]
+	tokenizer = Tokenizer.train(
+		texts + [t["text"] for c in conversations for t in c["conversation"]], 500, progress=False
+	)
+	tokenizer.save(directory / "vocab.txt")
+	manifest = build_instruct_source(
+		directory / "instruct" / "chat",
+		conversations,
+		tokenizer,
+		meta={"multiplier": 1.0, "tokenizer_fingerprint": tokenizer.fingerprint},
+		group="chatbot",
+		validation_fraction=held,
+		min_validation=1 if held else 0,
+	)
+	write_json(directory / "data.json", {"instruct": {"chat": manifest}})
+	return directory
+
+
+def make_pretrained(run_dir: Path, context_length: int = 96) -> Path:
+	"""A stand-in pretraining run: random weights in RUN_DIR/checkpoints/last."""
+	config = ModelConfig(
+		vocab_size=500, context_length=context_length, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
+	)
+	torch.manual_seed(0)
+	save_model(Transformer(config), run_dir / "checkpoints" / "last")
+	return run_dir
+
+
+def tree_digest(directory: Path) -> dict[str, str]:
+	return {
+		str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+		for p in sorted(directory.rglob("*"))
+		if p.is_file()
+	}
+
+
+RECIPE = TrainConfig(
+	batch_size=4,
+	grad_accum=2,
+	lr=2e-3,
+	min_lr=2e-4,
+	warmup_steps=2,
+	decay_steps=8,
+	max_steps=8,
+	eval_every=4,
+	eval_batches=2,
+	checkpoint_every=3,
+	log_every=1,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+	lines = (RESOURCES / "default.jsonl").read_text(encoding="utf-8").splitlines()
+	conversations = [json.loads(line) for line in lines[:60]]
+	return make_dataset(tmp_path_factory.mktemp("ft-data"), conversations, held=0.1)
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, dataset):
+	pretrained = make_pretrained(tmp_path / "pretrain")
+	before = tree_digest(pretrained)
+	preset = replace(get_preset("tiny"), finetune=RECIPE)
+
+	whole = finetune(pretrained, dataset, tmp_path / "whole", preset=preset, progress=False)
+	finetune(pretrained, dataset, tmp_path / "split", preset=preset, progress=False, max_steps=5)  # stopped at 5
+	resumed = finetune(pretrained, dataset, tmp_path / "split", preset=preset, progress=False)
+	assert whole.step == resumed.step == 8
+
+	a = load_file(tmp_path / "whole" / "checkpoints" / "last" / "model.safetensors")
+	b = load_file(tmp_path / "split" / "checkpoints" / "last" / "model.safetensors")
+	assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+	start = load_file(pretrained / "checkpoints" / "last" / "model.safetensors")
+	assert not torch.equal(a["token_embedding.weight"], start["token_embedding.weight"])  # it did train
+	assert whole.val_loss == resumed.val_loss
+
+	def losses(run: str) -> dict[int, float]:
+		lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+		return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+	assert losses("whole") == losses("split")
+	assert tree_digest(pretrained) == before  # the pretrained run was only read
+	info = json.loads((tmp_path / "whole" / "finetune.json").read_text())
+	assert info["val_loss_before"] > info["val_loss_after"] > 0
+
+
+def test_refuses_to_write_into_the_pretrained_run(tmp_path, dataset):
+	pretrained = make_pretrained(tmp_path / "pretrain")
+	for inside in (pretrained, pretrained / "chat", tmp_path):
+		with pytest.raises(ValueError, match="own --run-dir"):
+			finetune(pretrained, dataset, inside, progress=False, max_steps=1)
+	with pytest.raises(FileNotFoundError, match="no pretrained checkpoint"):
+		pretrained_checkpoint(tmp_path / "nothing")
+	assert pretrained_checkpoint(pretrained) == pretrained / "checkpoints" / "last"
+
+
+def test_chat_model_stops_at_its_end_of_answer(tmp_path):
+	# a model fine-tuned briefly on four exchanges answers them and then emits its closing token
+	(tmp_path / "data").mkdir()
+	dataset = make_dataset(tmp_path / "data", records(EXCHANGES), held=0.0)
+	pretrained = make_pretrained(tmp_path / "pretrain")
+	recipe = replace(RECIPE, batch_size=8, grad_accum=1, lr=3e-3, warmup_steps=10, decay_steps=200, max_steps=200)
+	recipe = replace(recipe, eval_batches=0, eval_every=0, checkpoint_every=0)
+	mix = InstructMix(groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=0.0, validation_preprompt=None)
+	preset = replace(get_preset("tiny"), finetune=recipe)
+	finetune(pretrained, dataset, tmp_path / "chat", preset=preset, mix=mix, progress=False)
+
+	tokenizer = Tokenizer.load(dataset / "vocab.txt")
+	sampler = Sampler(load_model(tmp_path / "chat" / "checkpoints" / "last"), tokenizer)
+	settings = SamplingConfig(temperature=0.0, max_new_tokens=30)
+	session = ChatSession(sampler, settings=settings)
+	for question, answer in EXCHANGES[:3]:
+		assert session.ask(question) == answer
+		# what stopped it was the closing token, not the length limit
+		prompt = session.prompt_ids(question)
+		steps = list(sampler.steps([prompt], settings, stop_ids=(USER, END_OF_TEXT)))
+		assert bool(steps[-1].stopped[0]) and len(steps) < settings.max_new_tokens
+		assert steps[-1].tokens[0].item() in (USER, END_OF_TEXT)
+
+
+def test_finetune_command(tmp_path, dataset, capsys):
+	pretrained = make_pretrained(tmp_path / "pretrain", context_length=get_preset("tiny").model.context_length)
+	out = tmp_path / "chat"
+	args = ["finetune", "--from", str(pretrained), "--data", str(dataset), "--run-dir", str(out), "--no-progress"]
+	args += ["--max-steps", "2", "--set", "batch_size=2", "--set", "eval_every=2", "--preprompt-ratio", "1.0"]
+	assert main(args) == 0
+	assert "fine-tuned to step 2" in capsys.readouterr().out
+	assert (out / "checkpoints" / "last" / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
