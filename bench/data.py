@@ -33,23 +33,31 @@ from bench.common import SHARED_DATA, print_table, write_results
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_measured(command: list[str], cwd: Path) -> tuple[float, float, str]:
-	"""Run `command`; return (wall seconds, peak RSS in MB of it and its children, polled every 20 ms, stderr)."""
+def run_measured(command: list[str], cwd: Path) -> tuple[float, dict[str, float]]:
+	"""Run `command`; return wall seconds and its peak memory in MB, polled every 50 ms from here.
+
+	main_rss: the process itself; tree_rss: with its children (the tokenizer's worker processes), which
+	counts pages shared after fork once per process; tree_pss: the same with shared pages split
+	between the processes that share them (the memory the job really takes).
+	"""
 	start = time.perf_counter()
 	process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 	parent = psutil.Process(process.pid)
-	peak = 0
+	peak = {"main_rss": 0.0, "tree_rss": 0.0, "tree_pss": 0.0}
 	while process.poll() is None:
 		try:
-			rss = parent.memory_info().rss + sum(c.memory_info().rss for c in parent.children(recursive=True))
-			peak = max(peak, rss)
+			tree = [parent, *parent.children(recursive=True)]
+			infos = [p.memory_full_info() for p in tree]
+			peak["main_rss"] = max(peak["main_rss"], infos[0].rss / 2**20)
+			peak["tree_rss"] = max(peak["tree_rss"], sum(i.rss for i in infos) / 2**20)
+			peak["tree_pss"] = max(peak["tree_pss"], sum(i.pss for i in infos) / 2**20)
 		except psutil.Error:
 			pass
-		time.sleep(0.02)
+		time.sleep(0.05)
 	stderr = process.stderr.read() if process.stderr else ""
 	if process.returncode != 0:
 		raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-3000:]}")
-	return time.perf_counter() - start, peak / 2**20, stderr
+	return time.perf_counter() - start, peak
 
 
 def create_command(out: Path, args: argparse.Namespace, instruct: bool = True) -> list[str]:
@@ -132,7 +140,7 @@ def main() -> None:
 		wall, peak, children_max = json.loads((full / "bench.json").read_text())
 	else:
 		shutil.rmtree(full, ignore_errors=True)
-		wall, peak, _ = run_measured(create_command(full, args), ROOT)
+		wall, peak = run_measured(create_command(full, args), ROOT)
 		children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 		(full / "bench.json").write_text(json.dumps([wall, peak, children_max]))
 	summary = json.loads((full / "data.json").read_text())
@@ -141,7 +149,7 @@ def main() -> None:
 	tokens = sum(s["tokens"] for src in summary["pretrain"].values() for s in src["splits"].values())
 	results["end_to_end"] = {
 		"wall_s": wall,
-		"peak_rss_mb_polled": peak,
+		"peak_mb_polled": peak,
 		"peak_rss_mb_rusage_children": children_max,
 		"stages_s": times,
 		"raw_mb": megabytes,

@@ -299,6 +299,7 @@ def _encode_source(
 			on_shard=on_shard,
 		)
 	seen = dict.fromkeys(SPLITS, 0)
+	cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 	batch: list[tuple[str, str]] = []
 	batch_chars = 0
 	stats = SourceStats()
@@ -309,7 +310,7 @@ def _encode_source(
 	def flush() -> None:
 		nonlocal batch, batch_chars, tokens_done
 		with timer("encoding"):
-			encoded = tokenizer.encode_batch([text for _, text in batch])
+			encoded = tokenizer.encode_batch([text for _, text in batch], workers=cores)
 		with timer("writing"):
 			for (split, text), ids in zip(batch, encoded):
 				wrapped = np.empty(len(ids) + 2, dtype=dtype)
