@@ -108,6 +108,33 @@ def _train(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+@command
+def _create_data(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("create-data", help="sources -> tokenizer -> sharded token files (resumable)")
+	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
+	p.add_argument(
+		"--sources",
+		nargs="+",
+		metavar="SOURCE",
+		help="a source list (embedded, corpus-fr, dimensiongpt) or sources [NAME=]PATH[@MULTIPLIER] "
+		"(txt/jsonl/parquet files or globs; hf:DATASET_ID[:CONFIG] for the hub)",
+	)
+	p.add_argument("--instruct", nargs="*", metavar="SOURCE", help="instruction conversations, as --sources")
+	p.add_argument("--out", help="dataset folder (default: data/PRESET)")
+	p.add_argument("--vocab-size", type=int, help="override the preset's vocabulary size")
+	p.add_argument("--tokenizer-chars", type=int, help="characters sampled to train the vocabulary")
+	p.add_argument("--shard-tokens", type=int, help="tokens per shard file")
+	p.add_argument("--force-tokenizer", action="store_true", help="train the vocabulary even if vocab.txt exists")
+	p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.data.create import run_cli
+
+		return run_cli(args)
+
+	p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
 	parser = argparse.ArgumentParser(prog="python -m dimgpt", description=__doc__.splitlines()[0])
 	sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
