@@ -133,6 +133,8 @@ def main() -> None:
 	base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-data-"))
 	base.mkdir(parents=True, exist_ok=True)
 	results: dict = {"vocab": args.vocab, "tokenizer_chars": args.tokenizer_chars, "cpus": os.cpu_count()}
+	results["load_average_at_start"] = os.getloadavg()
+	print(f"load average at start: {os.getloadavg()} (other processes on this machine skew the timings)")
 
 	# (a) end to end
 	full = base / "full"
@@ -227,6 +229,8 @@ def main() -> None:
 	)
 	results["loader"] = loader
 	results["tiny_training_tokens_s"] = train_tps
+	results["load_average_at_end"] = os.getloadavg()
+	print(f"load average at end: {os.getloadavg()}")
 	write_results("data", results)
 	if not args.keep:
 		shutil.rmtree(base, ignore_errors=True)
