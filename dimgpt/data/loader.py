@@ -4,9 +4,9 @@ Batch number `step` is drawn from its own random generator, seeded by (seed, ran
 state is just the number of the next batch, batches do not depend on how many were prefetched, and
 ranks draw different data. Prefetching runs `prefetch` batches ahead in a background thread.
 
-Pretraining window (DimensionGPT): pick a source with probability size × multiplier, a random token
-of it, read on to the end of that document, then append whole random documents (source re-drawn each
-time) until `context_length + 1` tokens. Instruction windows are built the same way from conversations,
+Pretraining window (DimensionGPT): pick a source with probability size × multiplier (its training
+tokens, for both splits), a random token of it, read on to the end of that document, then append
+whole random documents (source re-drawn each time) until `context_length + 1` tokens. Instruction windows are built the same way from conversations,
 with the loss weights of the chat format.
 """
 
@@ -229,7 +229,8 @@ class PretrainLoader(_Loader):
 		sources = []
 		for name in manifest["pretrain"]:
 			source_manifest, shards = open_source(dataset_dir / "pretrain" / name, split)
-			tokens = sum(len(s.tokens) for s in shards)
+			# both splits follow the training mix, so that validation measures the loss on the same mix
+			tokens = source_manifest["splits"]["train"]["tokens"]
 			sources.append(_Source(name, shards, tokens * float(source_manifest["multiplier"])))
 		super().__init__(
 			sources,
@@ -271,7 +272,7 @@ class InstructLoader(_Loader):
 		sources = []
 		for name in manifest.get("instruct", {}):
 			source_manifest, shard, marks, groups = open_instruct_source(dataset_dir / "instruct" / name, split)
-			weight = len(shard.tokens) * float(source_manifest["multiplier"])
+			weight = source_manifest["splits"]["train"]["tokens"] * float(source_manifest["multiplier"])
 			source = _Source(name, [shard], weight, marks=[marks])
 			source.groups = groups  # type: ignore[attr-defined]
 			sources.append(source)
