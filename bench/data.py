@@ -10,7 +10,7 @@ Side by side in one run:
   (c) loader batches (PretrainLoader) in tokens/s for the `tiny` and `dimensiongpt-0.2b` shapes,
       assembled in the caller's thread and through the prefetch thread, against the forward+backward
       training speed of the `tiny` model on this machine's CPU.
-Run: python -m bench.data [--vocab 32000] [--tokenizer-chars 20000000] [--keep DIR]
+Run: python -m bench.data [--vocab 32000] [--tokenizer-chars N] [--keep DIR] [--repeat 2] [--reuse]
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def run_measured(command: list[str], cwd: Path) -> tuple[float, dict[str, float]
 def create_command(out: Path, args: argparse.Namespace, instruct: bool = True) -> list[str]:
 	command = [sys.executable, "-m", "dimgpt", "create-data", "--preset", "dimensiongpt-0.2b"]
 	command += ["--sources", "corpus-fr", "--out", str(out), "--no-progress"]
-	command += ["--vocab-size", str(args.vocab), "--tokenizer-chars", str(args.tokenizer_chars)]
+	command += ["--vocab-size", str(args.vocab)]
+	command += ["--tokenizer-chars", str(args.tokenizer_chars)] if args.tokenizer_chars else []
 	return command if instruct else [*command, "--instruct"]
 
 
@@ -123,7 +124,9 @@ def loader_tokens_per_second(out: Path, batch_size: int, context: int, prefetch:
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("--vocab", type=int, default=32_000)
-	parser.add_argument("--tokenizer-chars", type=int, default=20_000_000)
+	parser.add_argument(
+		"--tokenizer-chars", type=int, help="tokenizer sample (default: the preset's 300M, i.e. the whole corpus)"
+	)
 	parser.add_argument("--keep", help="keep the dataset folders under this directory")
 	parser.add_argument("--repeat", type=int, default=2, help="runs of each encoding setting (best kept)")
 	parser.add_argument("--reuse", action="store_true", help="reuse KEEP/full from an earlier run: skip (a)")
