@@ -229,3 +229,38 @@ def test_resources_are_well_formed():
 	assert len(pool) >= 10 and len(set(pool)) == len(pool)
 	with pytest.raises(FileNotFoundError, match="preprompt pool"):
 		load_preprompts(RESOURCES / "nope.txt")
+
+
+def test_dataset_context_is_kept_instead_of_a_preprompt(tmp_path, tokenizer):
+	record = {"context": "Tu parles comme un pirate.", **{k: v for k, v in HAND_WRITTEN.items() if k != "context"}}
+	store = make_store(tmp_path, tokenizer, {"hub": ([record, record], "chatbot")}, held=0.5)
+	mix = InstructMix(groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=1.0)
+	context = [SYSTEM, *tokenizer.encode("Tu parles comme un pirate."), USER]
+	for split in ("train", "validation"):
+		row = MixLoader(store, split, 2, 96, mix).next_batch()[0][0].tolist()
+		starts = [s for s in range(len(row) - len(context)) if row[s] == START_OF_TEXT]
+		assert starts and all(row[s + 1 : s + 1 + len(context)] == context for s in starts)
+		assert row.count(SYSTEM) == len(starts)
+
+
+def test_mix_over_the_french_instruction_files(tmp_path, tokenizer, instruct_fr):
+	# the corpus-fr instruction sources, read through the same `datasets` path as hub sources
+	from dimgpt.config import corpus_fr_sources
+	from dimgpt.data.sources import read_records
+
+	_, sources = corpus_fr_sources(instruct_fr.parent)
+	records = {s.name: (list(read_records(s)), s.group or s.name) for s in sources}
+	store = make_store(tmp_path, tokenizer, records, held=0.02)
+	loader = MixLoader(store, "train", 16, 128, InstructMix())
+	assert loader.ratios == pytest.approx({"human": 0.099, "chatbot": 0.9, "identity": 0.001})
+	assert loader.num_conversations > 2_000
+	_, _, w = loader.next_batch()
+	assert {round(v, 6) for v in w.unique().tolist()} == {0.1, 1.0}  # packed rows: no padding in training
+	valid = MixLoader(store, "validation", 16, 128, InstructMix())
+	assert 30 <= valid.num_conversations <= 80
+	answered = 0
+	for _ in range(-(-valid.num_conversations // 16)):
+		_, _, w = valid.next_batch()
+		answered += int((w.sum(dim=1) > 0).sum())
+	# with this small test vocabulary, a few long questions fill the 128-token window before their answer
+	assert 0.8 * valid.num_conversations <= answered <= valid.num_conversations

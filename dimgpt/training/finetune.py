@@ -138,8 +138,7 @@ def finetune(
 			run_dir.mkdir(parents=True, exist_ok=True)
 			info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
 			info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-			if progress:
-				print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
+			print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
 	result = train(
 		preset,
 		dataset_dir,
