@@ -279,8 +279,10 @@ def export_hf(
 
 	out_dir = Path(out_dir)
 	out_dir.mkdir(parents=True, exist_ok=True)
-	save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
 	_write_json(out_dir / "config.json", hf_config(config, dtype, tied=is_tied(state_dict)))
+	save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
+	# safetensors writes its file private (0600); give it the permissions of the files around it.
+	(out_dir / "model.safetensors").chmod((out_dir / "config.json").stat().st_mode & 0o777)
 	_write_json(out_dir / "generation_config.json", generation_config(config))
 	if tokenizer is not None:
 		export_tokenizer(tokenizer, out_dir, config.context_length, vocab_size=config.vocab_size)
