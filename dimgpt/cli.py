@@ -56,6 +56,63 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 
 
 @command
+def _finetune(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("finetune", help="fine-tune a pretrained run on instruction conversations (chat model)")
+	p.add_argument("--from", dest="from_run", required=True, help="pretraining run directory (or checkpoint directory)")
+	p.add_argument("--run-dir", required=True, help="the fine-tuning run directory (resumed when it holds a run)")
+	p.add_argument("--data", help="dataset folder with the instruction store (default: FROM/data)")
+	p.add_argument("--preset", default="tiny", help="preset whose `finetune` recipe is used (default: tiny)")
+	p.add_argument("--checkpoint", default="auto", choices=("auto", "best", "last"), help="which pretrained checkpoint")
+	p.add_argument("--max-steps", type=int, help="override the recipe's number of steps")
+	p.add_argument("--max-seconds", type=float, help="stop after this much training time (summed over resumes)")
+	p.add_argument(
+		"--set", action="append", default=[], metavar="FIELD=VALUE", help="override any TrainConfig field (repeatable)"
+	)
+	p.add_argument("--preprompt-ratio", type=float, help="share of training conversations given a preprompt")
+	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+	def handler(args: argparse.Namespace) -> int:
+		import dataclasses
+		import json
+		from pathlib import Path
+
+		from dimgpt.config import TrainConfig, get_preset
+		from dimgpt.training.finetune import dataset_mix, finetune
+
+		data = Path(args.data) if args.data else Path(args.from_run) / "data"
+		names = {f.name for f in dataclasses.fields(TrainConfig)}
+		overrides = {}
+		for item in args.set:
+			name, _, value = item.partition("=")
+			if name not in names:
+				raise SystemExit(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
+			try:
+				overrides[name] = json.loads(value)
+			except json.JSONDecodeError:
+				overrides[name] = value
+		fields = {"max_steps": args.max_steps, "max_seconds": args.max_seconds}
+		overrides |= {k: v for k, v in fields.items() if v is not None}
+		mix = None
+		if args.preprompt_ratio is not None:
+			mix = dataset_mix(data, get_preset(args.preset))
+			mix = dataclasses.replace(mix, preprompt_ratio=args.preprompt_ratio)
+		result = finetune(
+			args.from_run,
+			data,
+			args.run_dir,
+			preset=args.preset,
+			mix=mix,
+			checkpoint=args.checkpoint,
+			progress=not args.no_progress,
+			**overrides,
+		)
+		print(f"fine-tuned to step {result.step}: validation loss {result.val_loss}, best {result.best_val_loss}")
+		return {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}[result.reason]
+
+	p.set_defaults(handler=handler)
+
+
+@command
 def _train(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("train", help="pretrain (or resume) a model on a dataset folder; also under torchrun")
 	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
