@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, real_batches
+from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, one_thread, real_batches  # noqa: F401 (autouse fixture)
 
 from dimgpt.config import get_preset
 from dimgpt.model.loading import load_model
@@ -90,7 +90,7 @@ SAVER = textwrap.dedent(
 
 def test_a_kill_at_any_instant_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
 	rng = random.Random(0)
-	env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+	env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
 	for trial in range(4):
 		directory = tmp_path / f"trial{trial}" / "last"
 		process = subprocess.Popen(
