@@ -192,6 +192,92 @@ def _create_data(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+	p.add_argument(
+		"--model",
+		default="models/DimensionGPT-0.2B-Chat.pt",
+		help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt (default: %(default)s)",
+	)
+	p.add_argument("--vocab", help="vocab.txt (default: next to the model, in its run directory, or data/vocab.txt)")
+	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+	p.add_argument("--temperature", type=float, default=0.5, help="0 = greedy (default: 0.5)")
+	p.add_argument("--top-k", type=int, default=0, help="0 = off (default: 0)")
+	p.add_argument("--top-p", type=float, default=0.9, help="1 = off (default: 0.9)")
+	p.add_argument("--repetition-penalty", type=float, default=1.0, help="DimensionGPT's, 0 = off (default: 1.0)")
+	p.add_argument("--max-new-tokens", type=int, default=512, help="(default: 512)")
+	p.add_argument("--seed", type=int, help="for reproducible sampling")
+	p.add_argument("--line-width", type=int, default=150, help="wrap streamed lines (0 = never; default: 150)")
+
+
+def _sampler_and_settings(args: argparse.Namespace):
+	from dimgpt.sampling import SamplingConfig, load_sampler
+
+	settings = SamplingConfig(
+		temperature=args.temperature,
+		top_k=args.top_k,
+		top_p=args.top_p,
+		repetition_penalty=args.repetition_penalty,
+		max_new_tokens=args.max_new_tokens,
+		seed=args.seed,
+	)
+	try:
+		return load_sampler(args.model, args.vocab, args.device), settings
+	except (FileNotFoundError, ValueError) as error:
+		raise SystemExit(f"error: {error}") from None
+
+
+@command
+def _generate(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("generate", help="continue a prompt with a model (text in, text out)")
+	p.add_argument("prompt", nargs="?", default="", help="the text to continue (default: empty, free generation)")
+	_add_sampling_arguments(p)
+	p.add_argument("--no-stream", action="store_true", help="print the text once finished, not token by token")
+
+	def handler(args: argparse.Namespace) -> int:
+		sampler, settings = _sampler_and_settings(args)
+		if args.no_stream:
+			print(args.prompt + sampler.generate(args.prompt, settings))
+		else:
+			print(args.prompt, end="", flush=True)
+			sampler.generate(args.prompt, settings, stream=True, line_width=args.line_width)
+		return 0
+
+	p.set_defaults(handler=handler)
+
+
+@command
+def _chat(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("chat", help="chat with a model in the terminal (/reset, /system TEXT, /quit)")
+	_add_sampling_arguments(p)
+	p.add_argument("--system", help="system preprompt placed before the conversation")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.sampling import ChatSession
+
+		sampler, settings = _sampler_and_settings(args)
+		chat = ChatSession(sampler, system=args.system, settings=settings)
+		print("Chat: /reset forgets the conversation, /system TEXT sets the preprompt, /quit or Ctrl-D leaves.")
+		while True:
+			try:
+				question = input("\n> ").strip()
+			except (EOFError, KeyboardInterrupt):
+				print()
+				return 0
+			if question in ("/quit", "/exit"):
+				return 0
+			if question == "/reset":
+				chat.reset()
+				continue
+			if question.startswith("/system"):
+				chat.system = question[len("/system") :].strip() or None
+				chat.reset()
+				continue
+			if question:
+				chat.ask(question, stream=True, line_width=args.line_width)
+
+	p.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
 	parser = argparse.ArgumentParser(prog="python -m dimgpt", description=__doc__.splitlines()[0])
 	sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -308,3 +309,38 @@ class ChatSession:
 		session = ChatSession(self.sampler, self.system, replace(self.settings, **changes))
 		session.turns = list(self.turns)
 		return session
+
+
+def pick_device(device: str = "auto") -> torch.device:
+	""" "auto": CUDA when there is a GPU, else the CPU."""
+	if device == "auto":
+		return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+	return torch.device(device)
+
+
+def find_vocab(weights: str | Path) -> Path | None:
+	"""The vocab.txt next to the weights, or in their run or data directory (a few levels up)."""
+	path = Path(weights).resolve()
+	start = path if path.is_dir() else path.parent
+	for directory in [start, *list(start.parents)[:3]]:
+		for candidate in (directory / "vocab.txt", directory / "data" / "vocab.txt"):
+			if candidate.is_file():
+				return candidate
+	return None
+
+
+def load_sampler(model: str | Path, vocab: str | Path | None = None, device: str = "auto") -> Sampler:
+	"""A Sampler for the weights at `model` (see `load_model`) and its vocab.txt (found when not given)."""
+	from dimgpt.model.loading import load_model
+
+	if not Path(model).exists():
+		raise FileNotFoundError(
+			f"model weights not found: {model}. Put the released DimensionGPT-0.2B.pt or DimensionGPT-0.2B-Chat.pt "
+			"in models/, or give a run directory, a checkpoint directory or a .safetensors file"
+		)
+	if vocab is None:
+		vocab = find_vocab(model) or Path("data") / "vocab.txt"
+	tokenizer = Tokenizer.load(vocab)
+	device = pick_device(device)
+	dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+	return Sampler(load_model(model, vocab_size=tokenizer.vocab_size, device=device, dtype=dtype), tokenizer)

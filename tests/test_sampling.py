@@ -234,3 +234,26 @@ def test_chat_stops_at_user_and_end_of_text(tokenizer: Tokenizer):
 def test_tokenizer_must_match_the_model(tokenizer: Tokenizer):
 	with pytest.raises(ValueError, match=r"vocab\.txt"):
 		Sampler(_model(tokenizer.vocab_size + 1), tokenizer)
+
+
+def test_cli_generate_and_chat(tmp_path, tokenizer: Tokenizer, monkeypatch, capsys):
+	from dimgpt.cli import main
+	from dimgpt.model.loading import save_model
+
+	save_model(_model(tokenizer.vocab_size), tmp_path / "run" / "checkpoints" / "last")
+	tokenizer.save(tmp_path / "run" / "vocab.txt")  # found next to the run without --vocab
+	args = ["--model", str(tmp_path / "run"), "--max-new-tokens", "12", "--temperature", "0"]
+	assert main(["generate", "Bonjour", *args, "--no-stream"]) == 0
+	printed = capsys.readouterr().out
+	sampler = Sampler(_model(tokenizer.vocab_size), tokenizer)
+	expected = sampler.generate("Bonjour", SamplingConfig(temperature=0, max_new_tokens=12))
+	assert printed == "Bonjour" + expected + "\n"
+
+	answers = iter(["Qui es-tu ?", "/reset", "/quit"])
+	monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+	assert main(["chat", *args, "--system", "Tu es un assistant."]) == 0
+	chat = ChatSession(sampler, "Tu es un assistant.", SamplingConfig(temperature=0, max_new_tokens=12))
+	assert chat.ask("Qui es-tu ?").replace(" ", "") in capsys.readouterr().out.replace(" ", "").replace("\n", "")
+
+	with pytest.raises(SystemExit, match=r"models/"):
+		main(["generate", "x", "--model", str(tmp_path / "missing.pt")])
