@@ -141,7 +141,13 @@ class Trainer:
 		self.device = self.env.device
 		self.progress, self.epoch_tokens = progress, epoch_tokens
 		self.precision = resolve_precision(train_config.precision, self.device)
+		# grad_accum is the recipe's, for one process: ranks share it so the global batch stays the same.
 		self.grad_accum = max(1, train_config.grad_accum // self.env.world_size)
+		if train_config.grad_accum % self.env.world_size and self.env.is_main:
+			print(
+				f"note: grad_accum={train_config.grad_accum} is not a multiple of {self.env.world_size} processes; "
+				f"each does {self.grad_accum}, so a step holds {self.grad_accum * self.env.world_size} micro-batches"
+			)
 		self.tokens_per_step = (
 			train_config.batch_size * self.grad_accum * model_config.context_length * self.env.world_size
 		)
