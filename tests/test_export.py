@@ -39,9 +39,8 @@ def randomize(model: Transformer, seed: int = 0) -> Transformer:
 
 
 def load_hf(directory: Path, attn_implementation: str = "sdpa") -> torch.nn.Module:
-	model = transformers.MistralForCausalLM.from_pretrained(
-		directory, attn_implementation=attn_implementation, dtype=torch.float32
-	)
+	model = transformers.MistralForCausalLM.from_pretrained(directory, attn_implementation=attn_implementation)
+	assert model.dtype == torch.float32  # from config.json
 	return model.eval()
 
 
@@ -293,7 +292,7 @@ def test_export_hf_command_on_a_run_directory(tokenizer: Tokenizer, tmp_path: Pa
 
 	assert main(["export-hf", str(run), str(tmp_path / "hf")]) == 0
 	hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
-	hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+	hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
 	assert type(hf_model).__name__ == "MistralForCausalLM"
 
 	prompt = clean("« Bonjour », dit le petit chat à l'été")
