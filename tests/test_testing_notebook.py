@@ -1,0 +1,82 @@
+"""testing.ipynb runs top to bottom on a tiny checkpoint, and explains what to do when the weights are missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dimgpt.config import ModelConfig
+from dimgpt.data.tokenizer import Tokenizer
+from dimgpt.model.loading import load_model, save_model
+from dimgpt.model.transformer import Transformer
+from tests.nbrun import ROOT, execute_notebook, outputs_text
+
+TEXTS = [
+	"Bonjour, je m'appelle Paul et j'habite à Paris depuis dix ans.",
+	"Le château de Versailles est une résidence royale construite pour Louis XIV.",
+	"Quelle est la capitale de la France ? La capitale de la France est Paris.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+	"""A run directory as the trainer leaves it: a small trained vocabulary and a random-weight checkpoint."""
+	run = tmp_path_factory.mktemp("run")
+	tokenizer = Tokenizer.train(TEXTS * 10, 300, progress=False)
+	(run / "data").mkdir()
+	tokenizer.save(run / "data" / "vocab.txt")
+	torch.manual_seed(0)
+	config = ModelConfig(
+		vocab_size=tokenizer.vocab_size, context_length=64, window=16, dim=64, n_layers=2, n_heads=4, n_kv_heads=2
+	)
+	save_model(Transformer(config), run / "checkpoints" / "last")
+	return run
+
+
+@pytest.mark.slow
+def test_notebook_generates_and_chats(tiny_run: Path):
+	notebook = execute_notebook(
+		"testing.ipynb",
+		{
+			"VOCAB_PATH": str(tiny_run / "data" / "vocab.txt"),
+			"MODEL_PATH": str(tiny_run),
+			"MAX_NEW_TOKENS": 24,
+			"SEED": 0,
+			"QUESTIONS": ["Bonjour, qui es-tu ?", "Et Paris ?"],
+		},
+		cwd=ROOT,
+	)
+	text = outputs_text(notebook)
+	model = load_model(tiny_run)
+	vocab = Tokenizer.load(tiny_run / "data" / "vocab.txt")
+	assert f"Parameters: {model.num_parameters():,}" in text
+	assert f"Vocab size: {vocab.vocab_size:,}" in text
+	assert "Le château de Versailles" in text
+	assert "> Bonjour, qui es-tu ?" in text and "> Et Paris ?" in text
+	errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+	assert not errors
+
+
+def test_notebook_says_where_the_weights_go(tmp_path: Path):
+	notebook = execute_notebook(
+		"testing.ipynb",
+		{"VOCAB_PATH": str(tmp_path / "vocab.txt"), "MODEL_PATH": str(tmp_path / "DimensionGPT-0.2B-Chat.pt")},
+		cwd=ROOT,
+	)
+	text = outputs_text(notebook)
+	assert "Put the released vocab.txt in data/" in text
+	assert "Put the released DimensionGPT-0.2B-Chat.pt (chat) or DimensionGPT-0.2B.pt (base) in models/" in text
+	assert "Traceback" not in text
+
+
+def test_committed_notebook_has_no_outputs():
+	import nbformat
+
+	notebook = nbformat.read(ROOT / "testing.ipynb", as_version=4)
+	assert all(
+		not c.get("outputs") and c.get("execution_count") is None for c in notebook.cells if c.cell_type == "code"
+	)
+	first = next(c for c in notebook.cells if c.cell_type == "code")
+	assert "parameters" in first.metadata.get("tags", [])
