@@ -170,7 +170,9 @@ def main() -> None:
 		],
 	)
 	print(
-		f"peak RSS of the create-data process: {peak:,.0f} MB polled, {children_max:,.0f} MB by rusage (target <= 2048)"
+		f"peak memory of create-data (target <= 2048 MB): main process RSS {peak['main_rss']:,.0f} MB "
+		f"(rusage: {children_max:,.0f} MB); with its worker processes RSS {peak['tree_rss']:,.0f} MB, "
+		f"PSS {peak['tree_pss']:,.0f} MB"
 	)
 
 	# (b) encoding on 1 core vs all cores, interleaved and repeated (the best of each is kept)
