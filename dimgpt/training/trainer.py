@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -468,8 +469,12 @@ class Trainer:
 		return TrainResult(reason, self.step, self.tokens, self.val_loss, self.best_val_loss, self.run_dir)
 
 	def close(self) -> None:
+		"""Close the metrics file and the loaders' prefetch threads."""
 		if self.metrics is not None:
 			self.metrics.close()
+		for loader in (self.train_loader, self.val_loader):
+			if hasattr(loader, "close"):
+				loader.close()
 
 
 # --- building a run from a preset -------------------------------------------------------------------
@@ -498,7 +503,7 @@ def default_loader(kind: str, dataset_dir: str | Path, model_config: ModelConfig
 	return make
 
 
-def train(
+def build_trainer(
 	preset: Preset | str,
 	dataset_dir: str | Path,
 	run_dir: str | Path,
@@ -509,12 +514,12 @@ def train(
 	make_loader: Any = None,
 	progress: bool = True,
 	**overrides: Any,
-) -> TrainResult:
-	"""Train (or resume) a run of `preset` on `dataset_dir` into `run_dir`; works alone or under torchrun.
+) -> Trainer:
+	"""A Trainer for a run of `preset` on `dataset_dir` in `run_dir`, resuming it if it holds one.
 
 	`kind="instruct"` fine-tunes with the preset's `finetune` recipe (usually with `init_from` a
 	pretrained checkpoint). `overrides` replace fields of the train config (`max_steps=100`, ...).
-	`make_loader(split, env)` replaces the dataset's loaders.
+	`make_loader(split, env)` replaces the dataset's loaders. Under torchrun, joins the process group.
 	"""
 	preset = get_preset(preset) if isinstance(preset, str) else preset
 	config = train_config or (preset.train if kind == "pretrain" else preset.finetune)
@@ -522,12 +527,14 @@ def train(
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
 	_check_vocab(dataset_dir, preset.model)
 	env = setup_distributed()
+	if env.is_main and (dataset_dir / "vocab.txt").is_file():
+		run_dir.mkdir(parents=True, exist_ok=True)  # the run carries its vocabulary, for sampling and export
+		shutil.copyfile(dataset_dir / "vocab.txt", run_dir / "vocab.txt")
 	make_loader = make_loader or default_loader(kind, dataset_dir, preset.model, config)
 	train_loader = make_loader("train", env)
 	val_loader = make_loader("validation", env) if config.eval_batches > 0 else None
-	trainer = None
 	try:
-		trainer = Trainer(
+		return Trainer(
 			preset.model,
 			config,
 			run_dir,
@@ -539,13 +546,26 @@ def train(
 			progress=progress,
 			epoch_tokens=_dataset_tokens(train_loader),
 		)
-		return trainer.fit()
-	finally:
-		if trainer is not None:
-			trainer.close()
+	except BaseException:
 		for loader in (train_loader, val_loader):
-			if loader is not None and hasattr(loader, "close"):
+			if hasattr(loader, "close"):
 				loader.close()
+		raise
+
+
+def train(preset: Preset | str, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
+	"""Train (or resume) a run of `preset` on `dataset_dir` into `run_dir`, alone or under torchrun.
+
+	Takes `build_trainer`'s options: init_from, kind ("pretrain" | "instruct"), train_config,
+	make_loader, progress, and train-config overrides such as max_steps=100.
+	"""
+	try:
+		trainer = build_trainer(preset, dataset_dir, run_dir, **options)
+		try:
+			return trainer.fit()
+		finally:
+			trainer.close()
+	finally:
 		cleanup_distributed()
 
 

@@ -1,0 +1,293 @@
+"""Training benchmark and learning check.
+
+`python -m bench.training` : training tokens/s (forward + backward + clipping + AdamW) of our trainer
+step vs Hugging Face `MistralForCausalLM` with the equivalent config (same batch, context, precision,
+optimizer), for the `tiny` preset and a 4-layer slice of `dimensiongpt-0.2b`, each measured in its
+own process (so peak RSS is its own), alternating ours / theirs.
+
+`python -m bench.training --learning 600` : the `tiny` preset trained for 600 s on ../shared/data/corpus_fr;
+final validation loss, bits per character, and the loss curve copied to resources/.
+
+`python -m bench.training --gpu` : dimensiongpt-0.2b at context 512, bf16, batch 16 on a CUDA GPU, with
+and without torch.compile: tokens/s, MFU, peak memory, and the time the release's 52.4B tokens would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bench.common import SHARED_DATA, peak_rss_mb, print_table, write_results
+from dimgpt.config import ModelConfig, get_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+	"tiny": (get_preset("tiny").model, 16),
+	"0.2b-4-layers": (replace(get_preset("dimensiongpt-0.2b").model, n_layers=4), 2),
+}
+
+
+class RandomTokens:
+	"""Fixed-seed random token batches, no padding (the same for both models)."""
+
+	def __init__(self, config: ModelConfig, batch_size: int) -> None:
+		self.generator = torch.Generator().manual_seed(0)
+		self.shape, self.vocab = (batch_size, config.context_length + 1), config.vocab_size
+		self.position = 0
+
+	def next_batch(self):
+		window = torch.randint(0, self.vocab, self.shape, generator=self.generator)
+		return window[:, :-1], window[:, 1:], torch.ones(window[:, 1:].shape)
+
+	def state_dict(self) -> dict:
+		return {}
+
+	def load_state_dict(self, state: dict) -> None:
+		pass
+
+
+def ours_step(config: ModelConfig, batch_size: int, work: Path, device: torch.device, compile: bool = False):
+	from dimgpt.training.distributed import Distributed
+	from dimgpt.training.trainer import Trainer
+
+	train = replace(get_preset("dimensiongpt-0.2b").train, batch_size=batch_size, grad_accum=1, compile=compile)
+	trainer = Trainer(
+		config, train, work, RandomTokens(config, batch_size), env=Distributed(device=device), progress=False
+	)
+	return trainer.train_step
+
+
+def mistral_step(config: ModelConfig, batch_size: int, device: torch.device):
+	from transformers import MistralConfig, MistralForCausalLM
+
+	from dimgpt.training.trainer import make_optimizer
+
+	hf = MistralConfig(
+		vocab_size=config.vocab_size,
+		hidden_size=config.dim,
+		intermediate_size=config.hidden_dim,
+		num_hidden_layers=config.n_layers,
+		num_attention_heads=config.n_heads,
+		num_key_value_heads=config.n_kv_heads,
+		head_dim=config.head_dim,
+		max_position_embeddings=config.context_length,
+		rope_theta=config.rope_theta,
+		rms_norm_eps=config.norm_eps,
+		sliding_window=config.window + 1,
+		tie_word_embeddings=True,
+		attn_implementation="sdpa",
+	)
+	torch.manual_seed(0)
+	model = MistralForCausalLM(hf).to(device).train()
+	train = get_preset("dimensiongpt-0.2b").train
+	optimizer = make_optimizer(model, train, device)
+	tokens = RandomTokens(config, batch_size)
+
+	def step() -> None:
+		x = tokens.next_batch()[0].to(device)
+		loss = model(input_ids=x, labels=x).loss
+		loss.backward()
+		torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+		optimizer.step()
+		optimizer.zero_grad(set_to_none=True)
+		loss.item()
+
+	return step
+
+
+def worker(which: str, case: str, steps: int, threads: int) -> None:
+	"""Measure one model in this process; print a JSON line."""
+	import tempfile
+
+	torch.set_num_threads(threads)
+	config, batch_size = CASES[case]
+	device = torch.device("cpu")
+	with tempfile.TemporaryDirectory() as work:
+		step = (
+			ours_step(config, batch_size, Path(work), device)
+			if which == "ours"
+			else mistral_step(config, batch_size, device)
+		)
+		step()  # warm-up
+		times = []
+		for _ in range(steps):
+			start = time.perf_counter()
+			step()
+			times.append(time.perf_counter() - start)
+	tokens = batch_size * config.context_length
+	print(json.dumps({"tokens_per_second": tokens / min(times), "peak_rss_mb": peak_rss_mb()}))
+
+
+def run_worker(which: str, case: str, steps: int, threads: int) -> dict:
+	args = [
+		sys.executable,
+		"-m",
+		"bench.training",
+		"--worker",
+		which,
+		case,
+		"--steps",
+		str(steps),
+		"--threads",
+		str(threads),
+	]
+	out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+	return json.loads(out.strip().splitlines()[-1])
+
+
+def throughput(steps: int, rounds: int, threads: int) -> dict:
+	rows, results = [], {}
+	for case, (config, batch_size) in CASES.items():
+		best: dict[str, dict] = {}
+		for _ in range(rounds):  # alternate, keep each side's best: both see the same machine noise
+			for which in ("ours", "mistral"):
+				r = run_worker(which, case, steps, threads)
+				if which not in best or r["tokens_per_second"] > best[which]["tokens_per_second"]:
+					best[which] = r
+		ratio = best["ours"]["tokens_per_second"] / best["mistral"]["tokens_per_second"]
+		results[case] = {"batch": batch_size, "context": config.context_length, **best, "ratio": ratio}
+		rows.append(
+			[
+				case,
+				f"{batch_size}x{config.context_length}",
+				best["ours"]["tokens_per_second"],
+				best["mistral"]["tokens_per_second"],
+				f"{ratio:.2f}x",
+				best["ours"]["peak_rss_mb"],
+				best["mistral"]["peak_rss_mb"],
+			]
+		)
+	print_table(
+		f"training tokens/s on CPU, fp32, {threads} thread(s), fwd+bwd+clip+AdamW, best of {rounds}x{steps} steps",
+		["model", "batch", "ours tok/s", "Mistral tok/s", "ours/Mistral", "ours RSS MB", "Mistral RSS MB"],
+		rows,
+	)
+	return results
+
+
+def learning(seconds: float, work: Path) -> dict:
+	"""Train `tiny` on the French corpus for `seconds`; validation loss and bits per character."""
+	from dimgpt.config import corpus_fr_sources
+	from dimgpt.data.create import create_data
+	from dimgpt.data.loader import PretrainLoader
+	from dimgpt.data.tokenizer import Tokenizer
+	from dimgpt.training.trainer import train
+
+	preset = get_preset("tiny")
+	pretrain, _ = corpus_fr_sources(SHARED_DATA)
+	data = work / "data"
+	if not (data / "data.json").exists():
+		create_data(replace(preset.data, sources=pretrain, instruct_sources=()), data)
+	run = work / "run"
+	shutil.rmtree(run, ignore_errors=True)
+	result = train(preset, data, run, max_seconds=seconds, max_steps=None)
+	# Bits per character: nats per token / ln 2 × tokens per character, on the same validation batches.
+	tokenizer = Tokenizer.load(data / "vocab.txt")
+	loader = PretrainLoader(
+		data, "validation", preset.train.batch_size, preset.model.context_length, seed=preset.train.seed
+	)
+	tokens = chars = 0
+	for _ in range(preset.train.eval_batches):
+		_, y, w = loader.next_batch()
+		for row, weights in zip(y.tolist(), w.tolist()):
+			kept = [t for t, weight in zip(row, weights) if weight > 0]
+			tokens += len(kept)
+			chars += len(tokenizer.decode(kept))
+	loader.close()
+	bpc = result.val_loss / math.log(2) * tokens / chars
+	image = ROOT / "resources" / "tiny-corpus-fr-loss.png"
+	image.parent.mkdir(exist_ok=True)
+	shutil.copyfile(run / "loss.png", image)
+	shutil.copyfile(run / "accuracy.png", image.with_name("tiny-corpus-fr-accuracy.png"))
+	last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+	train_last = [r for r in last if "loss" in r][-1]
+	out = {
+		"seconds": seconds,
+		"steps": result.step,
+		"tokens": result.tokens,
+		"val_loss": result.val_loss,
+		"val_accuracy": [r for r in last if "val_loss" in r][-1]["val_accuracy"],
+		"train_loss_smooth": train_last["loss_smooth"],
+		"chars_per_token": chars / tokens,
+		"bits_per_char": bpc,
+	}
+	print_table(
+		f"learning check: tiny preset, {seconds:.0f} s on corpus_fr",
+		list(out),
+		[[round(v, 4) if isinstance(v, float) else v for v in out.values()]],
+	)
+	print(f"loss curve: {image}")
+	return out
+
+
+def gpu(batch_size: int = 16, steps: int = 10) -> dict:
+	"""dimensiongpt-0.2b in bf16 on the GPU, eager and compiled."""
+	import tempfile
+
+	from dimgpt.training.metrics import flops_per_token, peak_flops
+
+	device = torch.device("cuda")
+	config = get_preset("dimensiongpt-0.2b").model
+	out, rows = {}, []
+	for compiled in (False, True):
+		torch.cuda.reset_peak_memory_stats()
+		with tempfile.TemporaryDirectory() as work:
+			step = ours_step(config, batch_size, Path(work), device, compile=compiled)
+			for _ in range(3):
+				step()
+			torch.cuda.synchronize()
+			start = time.perf_counter()
+			for _ in range(steps):
+				step()
+			torch.cuda.synchronize()
+			speed = steps * batch_size * config.context_length / (time.perf_counter() - start)
+		peak = peak_flops(device)
+		mfu = speed * flops_per_token(config) / peak if peak else float("nan")
+		memory = torch.cuda.max_memory_allocated() / 2**30
+		hours = 52.4e9 / speed / 3600
+		out["compile" if compiled else "eager"] = {
+			"tokens_per_second": speed,
+			"mfu": mfu,
+			"peak_gib": memory,
+			"hours_52b": hours,
+		}
+		rows.append(["compile" if compiled else "eager", speed, f"{mfu:.1%}", memory, hours])
+	print_table(
+		f"dimensiongpt-0.2b, bf16, batch {batch_size}x512 on {torch.cuda.get_device_name()}",
+		["mode", "tok/s", "MFU", "peak GiB", "hours for 52.4B tokens"],
+		rows,
+	)
+	return out
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+	parser.add_argument("--worker", nargs=2, metavar=("WHICH", "CASE"), help=argparse.SUPPRESS)
+	parser.add_argument("--steps", type=int, default=3)
+	parser.add_argument("--rounds", type=int, default=2)
+	parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+	parser.add_argument("--learning", type=float, metavar="SECONDS", help="run the learning check for SECONDS")
+	parser.add_argument("--work", default=str(ROOT / "runs" / "bench-training"), help="learning check's data and run")
+	parser.add_argument("--gpu", action="store_true", help="the GPU measurement of dimensiongpt-0.2b")
+	args = parser.parse_args()
+	if args.worker:
+		worker(*args.worker, args.steps, args.threads)
+	elif args.learning:
+		write_results("training_learning", learning(args.learning, Path(args.work)))
+	elif args.gpu:
+		write_results("training_gpu", gpu())
+	else:
+		write_results("training", throughput(args.steps, args.rounds, args.threads))
+
+
+if __name__ == "__main__":
+	main()
