@@ -336,11 +336,11 @@ def _tiny() -> Preset:
 			checkpoint_every=100,
 			log_every=10,
 		),
-		finetune=TrainConfig(
+		finetune=TrainConfig(  # peak lr as in pretraining: 3e-3 beat 1e-3 on the 400-step CPU budget
 			batch_size=16,
 			grad_accum=1,
-			lr=1e-3,
-			min_lr=1e-4,
+			lr=3e-3,
+			min_lr=3e-4,
 			warmup_steps=20,
 			decay_steps=400,
 			max_steps=400,

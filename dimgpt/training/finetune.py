@@ -1,10 +1,11 @@
 """Fine-tuning: from a pretrained run's checkpoint to a chat model.
 
-The same `train()` as pretraining, with the preset's `finetune` recipe, the instruction store of the
+The same trainer as pretraining, with the preset's `finetune` recipe, the instruction store of the
 dataset and the conversation mix of `dimgpt.data.mix`. The pretrained run is only read: the new run
-lives in its own directory (checkpoints, metrics, plots) and resumes from there when restarted.
+lives in its own directory (checkpoints, metrics, plots, vocab.txt) and resumes from there when
+restarted.
 
-	RUN_DIR/finetune.json   where it started from, and the validation loss of the starting weights
+	RUN_DIR/finetune.json   where it started from; validation loss (answer tokens) before and after
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 from dimgpt.config import ModelConfig, Preset, TrainConfig, from_dict, get_preset, load_json
 from dimgpt.data.mix import InstructMix, mix_loaders
 from dimgpt.model.loading import load_model
-from dimgpt.training.trainer import TrainResult, train
+from dimgpt.training.distributed import cleanup_distributed
+from dimgpt.training.trainer import Trainer, TrainResult, build_trainer
 
 INFO_FILE = "finetune.json"
 
@@ -88,7 +90,7 @@ def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, ..
 	return loss_sum / weight if weight > 0 else math.nan
 
 
-def finetune(
+def build_finetuner(
 	from_run: str | Path,
 	dataset_dir: str | Path,
 	run_dir: str | Path,
@@ -99,13 +101,14 @@ def finetune(
 	train_config: TrainConfig | None = None,
 	progress: bool = True,
 	**overrides: Any,
-) -> TrainResult:
-	"""Fine-tune the pretrained run `from_run` on the instruction store of `dataset_dir` into `run_dir`.
+) -> Trainer:
+	"""A Trainer that fine-tunes the pretrained run `from_run` on the instructions of `dataset_dir`.
 
 	The model shape comes from the checkpoint; the recipe is `preset.finetune` (or `train_config`),
 	with `overrides` replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's
 	`instruct_mix`, else the preset's. Validation takes at most the batches that cover the held-out
-	conversations once. Restarting with the same `run_dir` resumes it.
+	conversations once. If `run_dir` holds a run, the Trainer resumes it; otherwise the validation
+	loss of the starting weights goes to RUN_DIR/finetune.json first.
 	"""
 	source = pretrained_checkpoint(from_run, checkpoint)
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
@@ -128,7 +131,6 @@ def finetune(
 		held_out = make_loader("validation", None).num_conversations
 		config = replace(config, eval_batches=min(config.eval_batches, math.ceil(held_out / config.batch_size)))
 
-	info_path = run_dir / INFO_FILE
 	if not (run_dir / "checkpoints" / "last").exists() and config.eval_batches > 0:
 		# The loss of the starting weights on the same validation batches: the "before" of the run.
 		loader = make_loader("validation", None)
@@ -137,9 +139,9 @@ def finetune(
 		if _is_main():
 			run_dir.mkdir(parents=True, exist_ok=True)
 			info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
-			info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+			(run_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 			print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
-	result = train(
+	return build_trainer(
 		preset,
 		dataset_dir,
 		run_dir,
@@ -149,8 +151,30 @@ def finetune(
 		make_loader=make_loader,
 		progress=progress,
 	)
-	if info_path.is_file() and _is_main():
-		info = json.loads(info_path.read_text(encoding="utf-8"))
+
+
+def record_result(run_dir: str | Path, result: TrainResult) -> None:
+	"""Add where a fine-tuning stopped and its validation loss to RUN_DIR/finetune.json."""
+	path = Path(run_dir) / INFO_FILE
+	if path.is_file() and _is_main():
+		info = json.loads(path.read_text(encoding="utf-8"))
 		info.update(step=result.step, val_loss_after=result.val_loss, best_val_loss=result.best_val_loss)
-		info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+		path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def finetune(from_run: str | Path, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
+	"""Fine-tune (or resume fine-tuning) `from_run` into `run_dir`, alone or under torchrun.
+
+	Takes `build_finetuner`'s options: preset, mix, checkpoint ("auto" | "best" | "last"),
+	train_config, progress, and train-config overrides such as max_steps=100.
+	"""
+	try:
+		trainer = build_finetuner(from_run, dataset_dir, run_dir, **options)
+		try:
+			result = trainer.fit()
+		finally:
+			trainer.close()
+	finally:
+		cleanup_distributed()
+	record_result(run_dir, result)
 	return result
