@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -207,3 +209,38 @@ def test_stop_file_saves_and_stops(tiny_data: Path, tmp_path: Path) -> None:
 	state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
 	assert state["step"] == 2 and state["loaders"] == [{"position": 2}]
 	assert json.loads((tmp_path / "checkpoints" / "last" / "model.json").read_text())["dim"] == SMALL.dim
+
+
+class InterruptingLoader(ListLoader):
+	"""Sends this process a SIGINT (a Ctrl-C, the notebook's stop button) while batch `at` is drawn."""
+
+	def __init__(self, batches: list, at: int) -> None:
+		super().__init__(batches)
+		self.at = at
+
+	def next_batch(self):
+		if self.position == self.at:
+			os.kill(os.getpid(), signal.SIGINT)
+		return super().next_batch()
+
+
+def test_ctrl_c_finishes_the_step_saves_and_returns(tiny_data: Path, tmp_path: Path) -> None:
+	loader = InterruptingLoader(real_batches(tiny_data, 2, 4), at=2)
+	trainer = Trainer(SMALL, replace(QUICK, max_steps=10), tmp_path, loader, progress=False)
+	result = trainer.fit()
+	assert result.reason == "interrupted" and result.step == 3
+	assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+	state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
+	assert state["step"] == 3 and state["loaders"] == [{"position": 3}]
+	loader.at = -1
+	assert trainer.fit().reason == "done" and trainer.step == 10  # the same trainer carries on
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cpu_trains(tiny_data: Path, tmp_path: Path, precision: str) -> None:
+	loader = ListLoader(real_batches(tiny_data, 3, 4))
+	trainer = Trainer(SMALL, replace(QUICK, max_steps=3, precision=precision), tmp_path, loader, progress=False)
+	trainer.fit()
+	assert trainer.precision == precision and trainer.scaler.is_enabled() == (precision == "fp16")
+	assert trainer.model.token_embedding.weight.dtype == torch.float32  # master weights stay fp32
+	assert all(math.isfinite(x) for x in losses(tmp_path))
