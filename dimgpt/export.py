@@ -11,9 +11,11 @@ no biases), so the export is a renaming of the weights and a config, with two fa
 - Sliding window: our query i sees keys i - window ... i (window + 1 keys); `transformers` keeps key j
   when j > i - sliding_window, so its `sliding_window` is our window + 1.
 
-The exported tokenizer (`tokenizer.json` over the same vocabulary) cannot run our text cleaning
-(`dimgpt.data.cleaning.clean`: transliteration, quotes, emoji, spaces before newlines): callers must pass
-cleaned text to it, as our own `Tokenizer.encode` does by default, to get the same ids.
+The exported tokenizer (`tokenizer.json` over the same vocabulary) gives our ids on cleaned text
+(`dimgpt.data.cleaning.clean`). Its normalizer also does the cleaning of the common path (French quotes
+and dashes, special spaces, emoji sequences, spaces before newlines, blank lines, stripping: see
+`TYPOGRAPHY`), but not `unidecode`'s transliteration of any other character: text from elsewhere must be
+cleaned first, as our own `Tokenizer.encode` does by default.
 
     python -m dimgpt export-hf runs/tiny out/tiny-hf
     python -m dimgpt export-hf models/DimensionGPT-0.2B-Chat.pt out/dimensiongpt-hf --vocab data/vocab.txt
@@ -38,7 +40,7 @@ import torch
 from safetensors.torch import save_file
 
 from dimgpt.config import ModelConfig
-from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE
+from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE, clean
 from dimgpt.data.tokenizer import (
 	CONTROL_TOKENS,
 	END_OF_TEXT,
@@ -57,6 +59,12 @@ if TYPE_CHECKING:
 # WordPiece gives one unknown for a word longer than this; ours has no limit. Its search is quadratic
 # in the word length, so the limit stays finite: only a run of over 10,000 letters, digits or symbols differs.
 LONGEST_WORD = 10_000
+
+# Characters outside the cleaned alphabet that French text often holds (quotes, dashes, ellipsis, degree,
+# special spaces, soft hyphen, emoji joiners, accented letters of foreign names). The exported tokenizer's
+# normalizer maps each of them as `clean` does, so text made of these and of the cleaned alphabet needs
+# no cleaning first. Each is one pass of the normalizer over the text, hence a short list.
+TYPOGRAPHY = "«»‘’“”—–―…°\r\u00a0\u202f\u2009\u00ad\u200d\ufe0fÁáÍíÓóÚúÝýÒòÌìÑñÃãÕõÅåØøß"
 
 # DESIGN §2 chat format, as `dimgpt.data.instruct.format_conversations` writes it: each turn is its role
 # token then its text; an assistant answer ends at the next ⮜user⮞ or at ⮜end-of-text⮞. The message
@@ -189,13 +197,32 @@ def generation_config(config: ModelConfig) -> dict:
 	}
 
 
+def cleaning_normalizer() -> list[dict]:
+	"""`tokenizers` normalizer steps that do what `clean` does on text made of the cleaned alphabet,
+	`TYPOGRAPHY` and the multi-code-point emoji. Other characters (transliteration) need `clean` first.
+	"""
+
+	def replace(pattern: dict, content: str) -> dict:
+		return {"type": "Replace", "pattern": pattern, "content": content}
+
+	# The replacements are read off `clean` itself, so they follow it if it changes.
+	steps = [replace({"String": emoji}, clean(emoji)) for emoji in sorted(MULTI_EMOJI, key=len, reverse=True)]
+	steps += [replace({"String": char}, clean(f"a{char}b")[1:-1]) for char in TYPOGRAPHY]
+	return [
+		*steps,
+		replace({"Regex": "[ \t]+\n"}, "\n"),  # no spaces or tabs before a newline
+		replace({"Regex": "\n{3,}"}, "\n\n"),
+		replace({"Regex": "\\A[ \t\n]+|[ \t\n]+\\z"}, ""),  # strip
+	]
+
+
 def export_tokenizer(
 	tokenizer: Tokenizer | str | Path, out_dir: str | Path, context_length: int, vocab_size: int | None = None
 ) -> None:
 	"""Write `tokenizer.json` and the files `transformers.AutoTokenizer.from_pretrained(out_dir)` reads.
 
 	On cleaned text (`dimgpt.data.cleaning.clean`) it gives our ids, and `decode(ids, skip_special_tokens=True)`
-	gives our `Tokenizer.decode(ids)`. It cannot clean: callers must pass cleaned text.
+	gives our `Tokenizer.decode(ids)`; its normalizer cleans the common path only (`cleaning_normalizer`).
 	"""
 	name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else str(tokenizer)
 	if not isinstance(tokenizer, Tokenizer):
@@ -211,6 +238,9 @@ def export_tokenizer(
 	tokenizer.save_hf(path)
 	data = json.loads(path.read_text(encoding="utf-8"))
 	data["model"]["max_input_chars_per_word"] = LONGEST_WORD
+	# Cleaning first, then the tokenizer's own steps (tab and newline to their control tokens).
+	own = [data["normalizer"]] if data.get("normalizer") else []
+	data["normalizer"] = {"type": "Sequence", "normalizers": [*cleaning_normalizer(), *own]}
 	# All control tokens are added tokens, so that chat-formatted strings map to them (cleaned text never
 	# holds their brackets). Tab and new-line are text, not special: `skip_special_tokens` keeps them.
 	data["added_tokens"] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,10 @@ import torch
 
 from dimgpt.cli import main
 from dimgpt.config import ModelConfig
-from dimgpt.data.cleaning import clean
+from dimgpt.data.cleaning import AUTHORISED, MULTI_EMOJI, clean
 from dimgpt.data.instruct import format_conversations
 from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
-from dimgpt.export import checkpoint_path, export_hf, find_vocab, hf_config, hf_state_dict
+from dimgpt.export import TYPOGRAPHY, checkpoint_path, export_hf, find_vocab, hf_config, hf_state_dict
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import Sampler, SamplingConfig
@@ -229,18 +230,31 @@ def export_tokenizer_only(tokenizer: Tokenizer, directory: Path):
 	return transformers.AutoTokenizer.from_pretrained(directory)
 
 
-def assert_same_tokenization(ours: Tokenizer, theirs, texts: list[str]) -> None:
+def normalizer_covers(text: str) -> bool:
+	"""Whether the exported normalizer cleans `text` by itself (see `TYPOGRAPHY`)."""
+	for emoji in MULTI_EMOJI:
+		text = text.replace(emoji, "")
+	return set(text) <= set(AUTHORISED) | set(TYPOGRAPHY)
+
+
+def assert_same_tokenization(ours: Tokenizer, theirs, texts: list[str]) -> int:
+	"""Same ids on cleaned text, same decoded text; same ids on raw text the normalizer covers (counted)."""
+	raw = 0
 	for text in texts:
 		cleaned = clean(text)
 		ids = ours.encode(cleaned)
 		assert theirs(cleaned).input_ids == ids, cleaned[:200]
 		assert theirs.decode(ids, skip_special_tokens=True) == ours.decode(ids), cleaned[:200]
+		if normalizer_covers(text):
+			assert theirs(text).input_ids == ids, text[:200]
+			raw += 1
+	return raw
 
 
 def test_tokenizer_on_french_text(tokenizer: Tokenizer, tmp_path: Path) -> None:
 	theirs = export_tokenizer_only(tokenizer, tmp_path)
 	assert (theirs.bos_token_id, theirs.eos_token_id, theirs.pad_token_id, theirs.unk_token_id) == (2, 9, 1, 0)
-	assert_same_tokenization(tokenizer, theirs, [FRENCH, *instruct_texts()[:50]])
+	assert assert_same_tokenization(tokenizer, theirs, [FRENCH, *instruct_texts()[:50]]) == 51
 	ids = tokenizer.encode(clean(FRENCH))
 	assert {3, 4} <= set(ids)  # tab and new-line came out as their control tokens
 	assert "\n" in theirs.decode(ids, skip_special_tokens=True)
@@ -257,7 +271,22 @@ def test_tokenizer_on_corpus_fr(corpus_fr: Path, tmp_path: Path) -> None:
 		test += documents[10:]
 	ours = Tokenizer.train(train, 2_000, progress=False)
 	theirs = export_tokenizer_only(ours, tmp_path)
-	assert_same_tokenization(ours, theirs, test)
+	raw = assert_same_tokenization(ours, theirs, test)
+	print(f"corpus_fr: {len(test)} documents, {raw} of them also compared raw (without clean)")
+	assert raw >= len(test) // 2
+
+
+def test_normalizer_cleans_the_common_path(tokenizer: Tokenizer, tmp_path: Path) -> None:
+	"""Raw text over the cleaned alphabet, TYPOGRAPHY and emoji sequences: no clean() needed."""
+	theirs = export_tokenizer_only(tokenizer, tmp_path)
+	rng = random.Random(0)
+	alphabet = [*AUTHORISED, *TYPOGRAPHY * 5, *MULTI_EMOJI, *" " * 40, *"\n" * 15, *"\t" * 3, *"aeiouéèà" * 20]
+	for _ in range(1_000):
+		text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+		assert theirs(text).input_ids == tokenizer.encode(text), repr(text)
+	sample = "  « Allô ? » — l’été…\u00a0🇫🇷\r\n\n\n\nFin  \n"
+	assert clean(sample) != sample  # cleaning has work to do here, done by the normalizer
+	assert theirs(sample).input_ids == tokenizer.encode(sample) == tokenizer.encode(clean(sample), clean=False)
 
 
 def test_chat_template(tokenizer: Tokenizer, tmp_path: Path) -> None:
