@@ -164,3 +164,33 @@ def test_finetune_command(tmp_path, dataset, capsys):
 	assert main(args) == 0
 	assert "fine-tuned to step 2" in capsys.readouterr().out
 	assert (out / "checkpoints" / "last" / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
+
+
+def test_training_notebook_fine_tuning_section(tmp_path):
+	from nbrun import ROOT, execute_notebook, outputs_text
+
+	run = tmp_path / "run"
+	parameters = {
+		"DATA_DIR": str(tmp_path / "data"),
+		"RUN_DIR": str(run),
+		"TOKENIZER_CHARS": 300_000,
+		"MAX_STEPS": 3,
+		"OVERRIDES": {"batch_size": 4, "eval_every": 3, "eval_batches": 1, "checkpoint_every": 3, "log_every": 1},
+		"FINETUNE_MAX_STEPS": 4,
+		"FINETUNE_OVERRIDES": {
+			"batch_size": 4,
+			"eval_every": 2,
+			"eval_batches": 2,
+			"checkpoint_every": 2,
+			"log_every": 1,
+		},
+	}
+	text = outputs_text(execute_notebook("training.ipynb", parameters, cwd=ROOT))
+	assert "groups: human 9.9%, chatbot 90.0%, identity 0.1%" in text
+	assert "⮜user⮞" in text and "⮜assistant⮞" in text  # a decoded instruction batch
+	assert f"fine-tuning run {run}-chat: step 0" in text
+	assert "TrainResult(reason='done', step=4" in text
+	assert "validation loss on answers:" in text and "assistant:" in text
+	info = json.loads((tmp_path / "run-chat" / "finetune.json").read_text())
+	assert info["step"] == 4 and Path(info["from"]) == (run / "checkpoints" / "best").resolve()
+	assert (tmp_path / "run-chat" / "loss.png").is_file() and (tmp_path / "run-chat" / "vocab.txt").is_file()
