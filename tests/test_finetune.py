@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -132,7 +133,7 @@ def test_refuses_to_write_into_the_pretrained_run(tmp_path, dataset):
 	assert pretrained_checkpoint(pretrained) == pretrained / "checkpoints" / "last"
 
 
-def test_chat_model_stops_at_its_end_of_answer(tmp_path):
+def test_chat_model_stops_at_its_end_of_answer(tmp_path, monkeypatch, capsys):
 	# a model fine-tuned briefly on four exchanges answers them and then emits its closing token
 	(tmp_path / "data").mkdir()
 	dataset = make_dataset(tmp_path / "data", records(EXCHANGES), held=0.0)
@@ -148,12 +149,17 @@ def test_chat_model_stops_at_its_end_of_answer(tmp_path):
 	settings = SamplingConfig(temperature=0.0, max_new_tokens=30)
 	session = ChatSession(sampler, settings=settings)
 	for question, answer in EXCHANGES[:3]:
-		assert session.ask(question) == answer
-		# what stopped it was the closing token, not the length limit
-		prompt = session.prompt_ids(question)
-		steps = list(sampler.steps([prompt], settings, stop_ids=(USER, END_OF_TEXT)))
+		# what stops it is the closing token, not the length limit
+		steps = list(sampler.steps([session.prompt_ids(question)], settings, stop_ids=(USER, END_OF_TEXT)))
 		assert bool(steps[-1].stopped[0]) and len(steps) < settings.max_new_tokens
 		assert steps[-1].tokens[0].item() in (USER, END_OF_TEXT)
+		assert session.ask(question) == answer  # a multi-turn session: the earlier exchanges are in the prompt
+
+	# the same through `python -m dimgpt chat` on the run directory
+	monkeypatch.setattr("sys.stdin", io.StringIO("Bonjour !\nMerci beaucoup !\n/quit\n"))
+	assert main(["chat", "--model", str(tmp_path / "chat"), "--temperature", "0", "--max-new-tokens", "30"]) == 0
+	out = capsys.readouterr().out
+	assert f"> {EXCHANGES[0][1]}\n" in out and f"> {EXCHANGES[3][1]}\n" in out
 
 
 def test_finetune_command(tmp_path, dataset, capsys):
