@@ -302,6 +302,8 @@ def export_hf(
 		model = load_model(checkpoint_path(model_or_path))
 	else:
 		model = model_or_path
+		for _ in range(2):  # unwrap torch.compile and DistributedDataParallel, in either order
+			model = getattr(model, "_orig_mod", getattr(model, "module", model))
 	config: ModelConfig = model.config
 	state_dict = model.state_dict()
 	tensors = hf_state_dict(state_dict, config)

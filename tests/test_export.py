@@ -140,6 +140,14 @@ def test_the_comparison_catches_mistakes(exported: tuple[Transformer, Path], mis
 	assert difference < 1e-4 if mistake == "none" else difference > 1e-2
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports
+def test_compiled_model_is_exported(exported: tuple[Transformer, Path], tmp_path: Path) -> None:
+	ours, _ = exported
+	directory = export_hf(torch.compile(ours), tmp_path)  # its state_dict keys carry a _orig_mod. prefix
+	tokens = torch.randint(0, CONFIG.vocab_size, (2, 20), generator=torch.Generator().manual_seed(6))
+	assert max_logit_difference(ours, load_hf(directory), tokens) < 1e-4
+
+
 def test_untied_output_layer_is_exported(tmp_path: Path) -> None:
 	model = randomize(Transformer(CONFIG))
 	model.final_linear.weight = torch.nn.Parameter(torch.randn(CONFIG.vocab_size, CONFIG.dim) / 8)
