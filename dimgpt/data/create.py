@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -298,17 +300,37 @@ def _encode_source(
 			first_document=skip[split],
 			on_shard=on_shard,
 		)
-	seen = dict.fromkeys(SPLITS, 0)
 	cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-	batch: list[tuple[str, str]] = []
-	batch_chars = 0
 	stats = SourceStats()
+	read = [0]
+
+	def batches() -> Iterator[tuple[int, list[tuple[str, str]]]]:
+		"""(documents skipped, [(split, text), ...] of about encode_batch_chars characters) in stream order."""
+		seen = dict.fromkeys(SPLITS, 0)
+		batch: list[tuple[str, str]] = []
+		chars = skipped = 0
+		for i, text in enumerate(stream(source, stats)):
+			read[0] = i + 1
+			split = "validation" if held_out(i, n, held) else "train"
+			seen[split] += 1
+			if seen[split] <= skip[split]:  # already in a complete shard of an earlier run
+				skipped += 1
+				continue
+			batch.append((split, text))
+			chars += len(text)
+			if chars >= config.encode_batch_chars:
+				yield skipped, batch
+				batch, chars, skipped = [], 0, 0
+		yield skipped, batch
+
 	bar = tqdm(total=n, desc=f"encode {source.name}", unit="doc", disable=not progress)
 	tokens_done = 0
 	start = time.perf_counter()
-
-	def flush() -> None:
-		nonlocal batch, batch_chars, tokens_done
+	# the next batch is read in a thread while this one is encoded (the tokenizer's workers are processes)
+	for skipped, batch in _in_thread(batches(), timer):
+		bar.update(skipped)
+		if not batch:
+			continue
 		with timer("encoding"):
 			encoded = tokenizer.encode_batch([text for _, text in batch], workers=cores)
 		with timer("writing"):
@@ -319,31 +341,10 @@ def _encode_source(
 				tokens_done += len(wrapped)
 		bar.update(len(batch))
 		bar.set_postfix_str(f"{tokens_done / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s")
-		batch, batch_chars = [], 0
-
-	documents_iter = stream(source, stats)
-	i = 0
-	while True:
-		with timer("reading"):
-			text = next(documents_iter, None)
-		if text is None:
-			break
-		split = "validation" if held_out(i, n, held) else "train"
-		i += 1
-		seen[split] += 1
-		if seen[split] <= skip[split]:  # already in a complete shard of an earlier run
-			bar.update(1)
-			continue
-		batch.append((split, text))
-		batch_chars += len(text)
-		if batch_chars >= config.encode_batch_chars:
-			flush()
-	if batch:
-		flush()
 	bar.close()
-	if i != n:
+	if read[0] != n:
 		raise StoreError(
-			f"source {source.name!r} gave {i} documents, the scan counted {n}: it changed since; delete "
+			f"source {source.name!r} gave {read[0]} documents, the scan counted {n}: it changed since; delete "
 			f"{out / 'scan.json'} and {directory} and run again"
 		)
 	with timer("writing"):
@@ -371,6 +372,45 @@ def _encode_source(
 	}
 	write_json(manifest_path, manifest)
 	return manifest
+
+
+def _in_thread(items: Iterator[Any], timer: _Timer, depth: int = 2) -> Iterator[Any]:
+	"""Yield what `items` yields, computed up to `depth` items ahead in a background thread.
+
+	Time spent waiting for an item counts as "reading"; an error in the thread is raised here.
+	"""
+	out: queue.Queue = queue.Queue(maxsize=depth)
+	stop = threading.Event()
+	end = object()
+
+	def work() -> None:
+		try:
+			for item in items:
+				while not stop.is_set():
+					try:
+						out.put(item, timeout=0.1)
+						break
+					except queue.Full:
+						continue
+				if stop.is_set():
+					return
+			out.put(end)
+		except BaseException as error:
+			out.put(error)
+
+	thread = threading.Thread(target=work, daemon=True)
+	thread.start()
+	try:
+		while True:
+			with timer("reading"):
+				item = out.get()
+			if item is end:
+				return
+			if isinstance(item, BaseException):
+				raise item
+			yield item
+	finally:
+		stop.set()
 
 
 # --- 5. instruction data ---------------------------------------------------------------------------
