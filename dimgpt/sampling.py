@@ -134,34 +134,44 @@ class Sampler:
 		context = model.config.context_length
 
 		cache = model.make_cache(B, L + settings.max_new_tokens) if use_cache else None
-		history, history_real = tokens, real
-		new = tokens
+		# Every token so far, written in place (no growing concatenation per step).
+		history = torch.cat([tokens, tokens.new_empty(B, settings.max_new_tokens)], dim=1)
+		history_real = torch.cat([real, real.new_ones(B, settings.max_new_tokens)], dim=1)
+		n = L
 		done = torch.zeros(B, dtype=torch.bool, device=device)
 		for _ in range(settings.max_new_tokens):
-			if cache is not None:
-				logits = model(new, cache, real if new is tokens and padded else None)[:, -1]
-			elif padded:
-				raise ValueError("batched prompts of different lengths need the KV cache (use_cache=True)")
+			if cache is None:
+				if padded:
+					raise ValueError("batched prompts of different lengths need the KV cache (use_cache=True)")
+				logits = model(history[:, :n])[:, -1]
+			elif n == L:
+				logits = model(tokens, cache, real if padded else None)[:, -1]
 			else:
-				logits = model(history)[:, -1]
+				logits = model(history[:, n - 1 : n], cache)[:, -1]
 			logits = logits.float()
-			scores = apply_repetition_penalty(
-				logits.log_softmax(dim=-1), history, settings.repetition_penalty, context, history_real
-			)
+			scores = logits  # log-probabilities up to a constant per row, which nothing below sees
+			if settings.repetition_penalty:
+				scores = apply_repetition_penalty(
+					logits.log_softmax(dim=-1),
+					history[:, :n],
+					settings.repetition_penalty,
+					context,
+					history_real[:, :n],
+				)
 			scores = scores.masked_fill(banned, float("-inf"))
 			if settings.temperature <= 0:
 				next_tokens = scores.argmax(dim=-1)
 			else:
 				scores = filter_top_k_top_p(scores / settings.temperature, settings.top_k, settings.top_p)
 				next_tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
-			stopped = torch.isin(next_tokens, stops) & ~done
+			stopped = torch.isin(next_tokens, stops) & ~done if len(stops) else torch.zeros_like(done)
 			yield Step(next_tokens, logits, stopped, done.clone())
-			done |= stopped
-			if bool(done.all()):
-				return
-			new = next_tokens[:, None]
-			history = torch.cat([history, new], dim=1)
-			history_real = torch.cat([history_real, torch.ones_like(new, dtype=torch.bool)], dim=1)
+			if len(stops):
+				done |= stopped
+				if bool(done.all()):
+					return
+			history[:, n] = next_tokens
+			n += 1
 
 	def generate_ids(
 		self,
@@ -171,12 +181,16 @@ class Sampler:
 		use_cache: bool = True,
 	) -> list[list[int]]:
 		"""New token ids of each prompt, stop token excluded."""
-		out: list[list[int]] = [[] for _ in prompts]
+		tokens, ended = [], []
 		for step in self.steps(prompts, settings, stop_ids, use_cache):
-			keep = ~(step.stopped | step.done)
-			for i in keep.nonzero()[:, 0].tolist():
-				out[i].append(int(step.tokens[i]))
-		return out
+			tokens.append(step.tokens)
+			ended.append(step.stopped | step.done)
+		if not tokens:
+			return [[] for _ in prompts]
+		# One transfer at the end rather than one per token; each row ends at its first stop.
+		rows = torch.stack(tokens, dim=1).tolist()
+		ends = torch.stack([*ended, torch.ones_like(ended[0])], dim=1).int().argmax(dim=1).tolist()
+		return [row[:end] for row, end in zip(rows, ends)]
 
 	def stream_ids(
 		self,

@@ -48,25 +48,28 @@ class KVCache:
 		device = self.slot_positions.device
 		positions = torch.arange(self.position, self.position + T, device=device)
 		if padding is None:
-			real = torch.ones(self.slot_real.shape[0], T, dtype=torch.bool, device=device)
+			real = None
 		else:
 			real = padding.to(device=device, dtype=torch.bool)
 			padded = (~real).any(dim=0).nonzero()
 			if len(padded):
 				self.last_padding = self.position + int(padded[-1])
 		keep = min(T, self.size)  # only the last `size` new keys can still be seen later
-		slots = positions[T - keep :] % self.size
 		if T == 1:
+			slots = self.position % self.size
 			# Write first, then attend over the buffer: the slot overwritten held position p - window - 1,
 			# just out of reach.
-			self.slot_positions[slots] = positions
-			self.slot_real[:, slots] = real
+			self.slot_positions[slots] = self.position
+			self.slot_real[:, slots] = True if real is None else real[:, 0]
 			oldest = self.position + 1 - self.size  # position held by the oldest slot once full
 			if oldest >= 0 and self.last_padding < oldest:
 				mask = None
 			else:
 				mask = ((self.slot_positions >= 0)[None, :] & self.slot_real)[:, None, None, :]
 		else:
+			if real is None:
+				real = torch.ones(self.slot_real.shape[0], T, dtype=torch.bool, device=device)
+			slots = positions[T - keep :] % self.size
 			# Attend over [old buffer, new keys]: writing first could overwrite keys the earlier
 			# new queries still need.
 			key_positions = torch.cat([self.slot_positions, positions])
@@ -89,8 +92,8 @@ class KVCache:
 		k, v = k.transpose(1, 2), v.transpose(1, 2)
 		cache_k, cache_v = self.keys[layer], self.values[layer]
 		if T == 1:
-			cache_k[:, :, slots] = k
-			cache_v[:, :, slots] = v
+			cache_k[:, :, slots] = k[:, :, 0]  # slots is a plain int here: a copy, not an index_put
+			cache_v[:, :, slots] = v[:, :, 0]
 			return decode_attention(q, cache_k, cache_v, mask)
 		all_k = torch.cat([cache_k, k], dim=2)
 		all_v = torch.cat([cache_v, v], dim=2)

@@ -24,24 +24,27 @@ class RMSNorm(nn.Module):
 		self.weight = nn.Parameter(torch.ones(dim))
 
 	def forward(self, x: torch.Tensor) -> torch.Tensor:
-		x32 = x.float()  # the mean of squares overflows/underflows in half precision
-		return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+		# x * rsqrt(mean(x²) + eps) * weight, in float32: the mean of squares over/underflows in half precision.
+		if x.dtype == torch.float32:
+			return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+		return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
 
-def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-	"""cos and sin of the RoPE rotation of each position, [T, head_dim / 2], in float32."""
-	inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
-	angles = torch.outer(positions.float(), inv_freq)
-	return angles.cos(), angles.sin()
+def rope_frequencies(head_dim: int, theta: float, device: torch.device | str = "cpu") -> torch.Tensor:
+	"""theta^(-2k / head_dim) for each pair k, in float32."""
+	return 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rope_rotation(positions: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+	"""RoPE rotation of each position as unit complex numbers, [T, head_dim / 2] (angles in float32)."""
+	angles = torch.outer(positions.float(), frequencies)
+	return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 	"""Rotate adjacent pairs (dims 2k, 2k+1, one complex number) of each head. x: [B, T, H, D]."""
-	pairs = x.float().unflatten(-1, (-1, 2))
-	real, imag = pairs[..., 0], pairs[..., 1]
-	cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
-	rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-	return rotated.flatten(-2).type_as(x)
+	pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+	return torch.view_as_real(pairs * rotation[:, None, :]).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -57,7 +60,7 @@ class Attention(nn.Module):
 	def forward(
 		self,
 		x: torch.Tensor,
-		rope: tuple[torch.Tensor, torch.Tensor],
+		rope: torch.Tensor,
 		backend: str,
 		mask: object = None,
 		cache: KVCache | None = None,
@@ -67,7 +70,7 @@ class Attention(nn.Module):
 		q = self.query(x).view(B, T, self.n_heads, self.head_dim)
 		k = self.key(x).view(B, T, self.n_kv_heads, self.head_dim)
 		v = self.value(x).view(B, T, self.n_kv_heads, self.head_dim)
-		q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+		q, k = apply_rope(q, rope), apply_rope(k, rope)
 		if cache is None:
 			y = attention(q, k, v, self.window, backend, mask)
 		else:
@@ -106,6 +109,7 @@ class Transformer(nn.Module):
 		super().__init__()
 		self.config = config
 		self.backend: str | None = None  # None: pick by device and dtype at each forward
+		self._frequencies: torch.Tensor | None = None  # RoPE's, made on first use on the model's device
 		self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
 		self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
 		self.final_norm = RMSNorm(config.dim, config.norm_eps)
@@ -152,7 +156,9 @@ class Transformer(nn.Module):
 			mask = prepare_mask(backend, T, self.config.window, tokens.device)
 		else:
 			positions = cache.begin(T, padding)
-		rope = rope_angles(positions, self.config.head_dim, self.config.rope_theta)
+		if self._frequencies is None or self._frequencies.device != x.device:
+			self._frequencies = rope_frequencies(self.config.head_dim, self.config.rope_theta, x.device)
+		rope = rope_rotation(positions, self._frequencies)
 		for i, block in enumerate(self.blocks):
 			x = block(x, rope, backend, mask, cache, i)
 		if cache is not None:
