@@ -1,7 +1,7 @@
 """Training-side loaders: batches of token windows with per-token loss weights, prefetched off the training thread.
 
-Batch number `step` is drawn from its own random generator, seeded by (seed, rank, step): the loader
-state is just the number of the next batch, batches do not depend on how many were prefetched, and
+Batch number `step` is drawn from its own random generator, seeded by (seed, rank, world_size, step): the
+loader state is just the number of the next batch, batches do not depend on how many were prefetched, and
 ranks draw different data. Prefetching runs `prefetch` batches ahead in a background thread.
 
 Pretraining window (DimensionGPT): pick a source with probability size × multiplier (its training
