@@ -82,6 +82,7 @@ class Tokenizer:
 		self._display = [*self.vocab]
 		self._plain = ["", "", "", "\t", "\n", "", "", "", "", "", *self.vocab[len(CONTROL_TOKENS) :]]
 		self._cache: dict[str, tuple[int, ...]] = {}  # chunk -> ids of " " + chunk
+		self._words: dict[str, list[int]] = {}  # word -> its greedy ids
 		self._workers: tuple[int, mp.pool.Pool, weakref.finalize] | None = None
 
 	@property
@@ -190,13 +191,19 @@ class Tokenizer:
 
 	def _plain_ids(self, text: str) -> list[int]:
 		"""The DESIGN §2 algorithm written out, for what the cache has not seen."""
+		words = self._words
 		out = []
 		for i, segment in enumerate(_TAB_NEWLINE_RE.split(text)):
 			if i % 2:
 				out.append(TAB if segment == "\t" else NEW_LINE)
 			else:
 				for word in WORD_RE.findall(segment):
-					out += greedy(word, self._ids)
+					ids = words.get(word)
+					if ids is None:
+						ids = greedy(word, self._ids)
+						if len(word) <= MAX_TOKEN_LENGTH * 4 and len(words) < _CACHE_SIZE:
+							words[word] = ids
+					out += ids
 		return out
 
 	def _encode_parallel(self, texts: list[str], clean: bool, control: bool, workers: int) -> list[np.ndarray]:

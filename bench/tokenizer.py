@@ -1,0 +1,284 @@
+"""Tokenizer benchmark: cleaning and encoding speed, characters per token, vocabulary training.
+
+Side by side in one run, on at least 5 MB of French text (../shared/data/corpus_fr; the embedded
+corpus where it is absent):
+  (a) the plain DESIGN §2 algorithm (tests/tokenizer_oracle.py, the original code's approach),
+  (b) ours (dimgpt.data.tokenizer),
+  (c) a Hugging Face byte-level BPE of the same vocab size trained on the same text (`encode_batch`),
+  (d) tiktoken built from (c)'s merges.
+Vocabulary training (ours and (c)) runs in a child process each, so its time and peak memory do not
+mix with the rest. Run: python -m bench.tokenizer [--mb 5] [--vocab 32000] [--no-full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import SHARED_DATA, best_of, print_table, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+PIECE = 100_000  # documents are cut into pieces of at most this many characters (balanced batches)
+
+
+def load_text(chars: int | None, skip: int = 0) -> tuple[list[str], str]:
+	"""Documents (pieces) of corpus_fr, files taken in turn, `chars` characters after `skip` (None: all)."""
+	corpus = SHARED_DATA / "corpus_fr"
+	if not corpus.is_dir():
+		from dimgpt.data.corpus import embedded_documents
+
+		docs = list(embedded_documents())
+		while chars and sum(map(len, docs)) < chars + skip:
+			docs = docs + docs
+		source = "embedded corpus (corpus_fr absent)"
+	else:
+		readers = [
+			(json.loads(line)["text"] for line in p.open(encoding="utf-8")) for p in sorted(corpus.glob("*.jsonl"))
+		]
+		docs = []
+		while readers:  # round robin over the files so that a slice mixes novels, law and public-service text
+			for reader in list(readers):
+				doc = next(reader, None)
+				if doc is None:
+					readers.remove(reader)
+				else:
+					docs.append(doc)
+		source = "corpus_fr"
+	pieces = [d[i : i + PIECE] for d in docs for i in range(0, len(d), PIECE)]
+	out, seen = [], 0
+	for piece in pieces:
+		if seen >= skip and (chars is None or seen < skip + chars):
+			out.append(piece)
+		seen += len(piece)
+	return out, source
+
+
+# --- (c) and (d)
+
+
+def train_byte_bpe(texts: list[str], vocab_size: int):
+	from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+	tokenizer = Tokenizer(models.BPE())
+	tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+	tokenizer.decoder = decoders.ByteLevel()
+	trainer = trainers.BpeTrainer(
+		vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+	)
+	tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+	return tokenizer
+
+
+def tiktoken_from(hf_tokenizer):
+	import tiktoken
+
+	# GPT-2's byte <-> printable-character map, used by the byte-level pre-tokenizer.
+	printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+	codes, n = printable[:], 0
+	for b in range(256):
+		if b not in printable:
+			printable.append(b)
+			codes.append(256 + n)
+			n += 1
+	to_byte = {chr(c): b for b, c in zip(printable, codes)}
+	ranks = {bytes(to_byte[c] for c in token): rank for token, rank in hf_tokenizer.get_vocab().items()}
+	pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+	return tiktoken.Encoding("bench-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+
+
+# --- vocabulary training in a child process
+
+
+def train_child(which: str, chars: int | None, vocab_size: int) -> None:
+	texts, _ = load_text(chars)
+	start = time.perf_counter()
+	if which == "ours":
+		from dimgpt.data.tokenizer import Tokenizer
+
+		Tokenizer.train(texts, vocab_size, progress=False).close()
+	else:
+		train_byte_bpe(texts, vocab_size)
+	seconds = time.perf_counter() - start
+	rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+	children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+	print(json.dumps({"seconds": seconds, "peak_mb": rss, "worker_peak_mb": children, "chars": sum(map(len, texts))}))
+
+
+def measure_training(which: str, chars: int | None, vocab_size: int) -> dict:
+	arg = "all" if chars is None else str(chars)
+	cmd = [sys.executable, "-m", "bench.tokenizer", "--train-child", which, arg, "--vocab", str(vocab_size)]
+	out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+	return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def big_document_child(mb: int) -> None:
+	from dimgpt.data.tokenizer import Tokenizer
+
+	texts, _ = load_text(6_000_000)
+	tokenizer = Tokenizer.train(texts, 8_000, progress=False)
+	block = " ".join(texts)
+	doc = (block * (mb * 1_000_000 // len(block) + 1))[: mb * 1_000_000]
+	base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+	start = time.perf_counter()
+	ids = tokenizer.encode_batch([doc])[0]
+	seconds = time.perf_counter() - start
+	rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+	children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+	tokenizer.close()
+	print(
+		json.dumps(
+			{"seconds": seconds, "tokens": len(ids), "peak_mb": rss, "before_mb": base, "worker_peak_mb": children}
+		)
+	)
+
+
+# --- the run
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+	parser.add_argument("--mb", type=float, default=5.0, help="MB of text to encode and to train on")
+	parser.add_argument("--vocab", type=int, default=32_000)
+	parser.add_argument("--no-full", action="store_true", help="skip vocabulary training on the whole corpus")
+	parser.add_argument("--big-mb", type=int, default=100, help="size of the single-document test (0: skip)")
+	parser.add_argument("--train-child", nargs=2, metavar=("WHICH", "CHARS"), help=argparse.SUPPRESS)
+	parser.add_argument("--big-child", type=int, help=argparse.SUPPRESS)
+	args = parser.parse_args()
+	if args.train_child:
+		which, chars = args.train_child
+		return train_child(which, None if chars == "all" else int(chars), args.vocab)
+	if args.big_child:
+		return big_document_child(args.big_child)
+
+	import tokenizer_oracle
+
+	from dimgpt.data.cleaning import clean
+	from dimgpt.data.tokenizer import Tokenizer
+
+	chars = int(args.mb * 1_000_000)
+	texts, source = load_text(chars)
+	held_out, _ = load_text(1_000_000, skip=chars)
+	mb = sum(map(len, texts)) / 1e6
+	cores = os.cpu_count() or 1
+	print(f"{mb:.1f} MB of {source} in {len(texts)} pieces, {cores} cores, vocab {args.vocab}")
+
+	ours = Tokenizer.train(texts, args.vocab, progress=False)
+	byte_bpe = train_byte_bpe(texts, args.vocab)
+	tik = tiktoken_from(byte_bpe)
+
+	oracle = functools.partial(tokenizer_oracle.encode, vocab=ours.vocab)
+	results: dict[str, float] = {}
+	results["clean"] = mb / best_of(lambda: [clean(t) for t in texts])
+	oracle_ids = []
+	results["a_single"] = mb / best_of(lambda: oracle_ids.extend(map(oracle, texts)), repeat=1)
+	with mp.get_context("fork").Pool(cores) as pool:
+		results["a_batched"] = mb / best_of(lambda: pool.map(oracle, texts, chunksize=1), repeat=1)
+
+	def ours_cold(workers: int) -> float:
+		fresh = Tokenizer(ours.vocab)  # empty word cache, no worker pool yet: the first call pays for both
+		start = time.perf_counter()
+		ids = fresh.encode_batch(texts, workers=workers)
+		seconds = time.perf_counter() - start
+		results[f"b_{'single' if workers == 1 else 'batched'}_warm"] = mb / best_of(
+			lambda: fresh.encode_batch(texts, workers=workers)
+		)
+		fresh.close()
+		assert [x.tolist() for x in ids] == oracle_ids, "ours and the oracle disagree"
+		return mb / seconds
+
+	results["b_single"] = ours_cold(1)
+	results["b_batched"] = ours_cold(cores)
+	results["c_batched"] = mb / best_of(lambda: byte_bpe.encode_batch(texts, add_special_tokens=False))
+	results["c_single"] = mb / best_of(lambda: [byte_bpe.encode(t, add_special_tokens=False) for t in texts], repeat=1)
+	results["d_batched"] = mb / best_of(lambda: tik.encode_ordinary_batch(texts, num_threads=cores))
+	results["d_single"] = mb / best_of(lambda: [tik.encode_ordinary(t) for t in texts])
+
+	held_chars = sum(map(len, held_out))
+	cpt = {
+		"a": held_chars / sum(len(oracle(t)) for t in held_out),
+		"b": held_chars / sum(len(x) for x in ours.encode_batch(held_out)),
+		"c": held_chars / sum(len(e.ids) for e in byte_bpe.encode_batch(held_out, add_special_tokens=False)),
+		"d": held_chars / sum(map(len, tik.encode_ordinary_batch(held_out))),
+	}
+	ours.close()
+
+	rows = [
+		["clean (ours)", results["clean"], "", "", ""],
+		["(a) plain DESIGN algorithm, clean+encode", results["a_single"], results["a_batched"], "", cpt["a"]],
+		["(b) ours, clean+encode (cold cache)", results["b_single"], results["b_batched"], "", cpt["b"]],
+		["(b) ours, clean+encode (warm cache)", results["b_single_warm"], results["b_batched_warm"], "", ""],
+		["(c) HF byte-level BPE, encode", results["c_single"], results["c_batched"], "", cpt["c"]],
+		["(d) tiktoken from (c), encode", results["d_single"], results["d_batched"], "", cpt["d"]],
+	]
+	for row in rows:
+		row[3] = f"{row[2] / results['b_batched']:.2f}" if row[2] else ""
+	print_table(
+		f"speed on {mb:.1f} MB (MB/s of raw text), characters per token on 1 MB held out",
+		["", "1 process", f"{cores} cores", "÷ (b) cold", "chars/token"],
+		rows,
+	)
+
+	targets = [
+		["(b) batched ≥ 5× (a) batched", results["b_batched"] / results["a_batched"], 5.0],
+		["(b) batched ≥ 2× (c) batched", results["b_batched"] / results["c_batched"], 2.0],
+		["(b) batched vs (d) batched (aim)", results["b_batched"] / results["d_batched"], 1.0],
+	]
+	print_table(
+		"targets (ratios)",
+		["target", "measured", "needed"],
+		[[*t, "met" if t[1] >= t[2] else "MISSED"] for t in targets],
+	)
+
+	training = {}
+	sizes = [("5 MB", chars)] + ([] if args.no_full else [("whole corpus", None)])
+	for label, size in sizes:
+		for which in ("ours", "c"):
+			training[f"{which} {label}"] = measure_training(which, size, args.vocab)
+	rows = [[k, v["chars"] / 1e6, v["seconds"], v["peak_mb"], v["worker_peak_mb"]] for k, v in training.items()]
+	print_table(
+		f"vocabulary training ({args.vocab} tokens), each in a child process",
+		["", "MB", "seconds", "peak MB", "its workers' peak MB"],
+		rows,
+	)
+	for label, _ in sizes:
+		ratio = training[f"ours {label}"]["seconds"] / training[f"c {label}"]["seconds"]
+		peak = training[f"ours {label}"]["peak_mb"] + training[f"ours {label}"]["worker_peak_mb"]
+		print(f"{label}: ours / (c) time = {ratio:.2f} (target ≤ 2), ours peak ≤ {peak:,.0f} MB (target ≤ 4,096)")
+
+	big = None
+	if args.big_mb:
+		cmd = [sys.executable, "-m", "bench.tokenizer", "--big-child", str(args.big_mb)]
+		big = json.loads(
+			subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+		)
+		print(
+			f"\none {args.big_mb} MB document, clean+encode on {cores} cores: {big['seconds']:.1f} s "
+			f"({args.big_mb / big['seconds']:.1f} MB/s), {big['tokens']:,} tokens, peak RSS {big['peak_mb']:,.0f} MB "
+			f"(text and vocab alone: {big['before_mb']:,.0f} MB), workers' peak {big['worker_peak_mb']:,.0f} MB"
+		)
+	write_results(
+		"tokenizer",
+		{
+			"mb": mb,
+			"source": source,
+			"vocab": args.vocab,
+			"speed_mb_s": results,
+			"chars_per_token": cpt,
+			"training": training,
+			"big_document": big,
+		},
+	)
+
+
+if __name__ == "__main__":
+	main()
