@@ -129,6 +129,7 @@ class DataConfig:
 	instruct_validation_fraction: float = 0.02  # of the conversations of each instruction source
 	shard_tokens: int = 100_000_000  # tokens per shard file (bounded shard size)
 	encode_batch_chars: int = 16_000_000  # characters handed to the tokenizer at once (bounds memory; fewer waits)
+	encode_workers: int = 0  # tokenizer processes; 0: as many as the cores this process may run on
 	sources: tuple[SourceConfig, ...] = EMBEDDED_SOURCES
 	instruct_sources: tuple[SourceConfig, ...] = EMBEDDED_INSTRUCT_SOURCES
 	instruct_mix: InstructMix = field(default_factory=InstructMix)  # fine-tuning groups, ratios, preprompts

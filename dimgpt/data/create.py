@@ -300,7 +300,9 @@ def _encode_source(
 			first_document=skip[split],
 			on_shard=on_shard,
 		)
-	cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+	cores = config.encode_workers or (
+		len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+	)
 	stats = SourceStats()
 	read = [0]
 
