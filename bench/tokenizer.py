@@ -99,6 +99,17 @@ def tiktoken_from(hf_tokenizer):
 # --- vocabulary training in a child process
 
 
+def own_peak_mb() -> float:
+	"""Peak resident memory of this process since it started (VmHWM; ru_maxrss survives exec on Linux)."""
+	try:
+		for line in Path("/proc/self/status").read_text().splitlines():
+			if line.startswith("VmHWM:"):
+				return int(line.split()[1]) / 1024
+	except OSError:
+		pass
+	return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def train_child(which: str, chars: int | None, vocab_size: int) -> None:
 	texts, _ = load_text(chars)
 	start = time.perf_counter()
@@ -109,7 +120,7 @@ def train_child(which: str, chars: int | None, vocab_size: int) -> None:
 	else:
 		train_byte_bpe(texts, vocab_size)
 	seconds = time.perf_counter() - start
-	rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+	rss = own_peak_mb()
 	children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 	print(json.dumps({"seconds": seconds, "peak_mb": rss, "worker_peak_mb": children, "chars": sum(map(len, texts))}))
 
@@ -128,11 +139,11 @@ def big_document_child(mb: int) -> None:
 	tokenizer = Tokenizer.train(texts, 8_000, progress=False)
 	block = " ".join(texts)
 	doc = (block * (mb * 1_000_000 // len(block) + 1))[: mb * 1_000_000]
-	base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+	base = own_peak_mb()
 	start = time.perf_counter()
 	ids = tokenizer.encode_batch([doc])[0]
 	seconds = time.perf_counter() - start
-	rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+	rss = own_peak_mb()
 	children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 	tokenizer.close()
 	print(
