@@ -144,9 +144,10 @@ def run_worker(which: str, case: str, steps: int, threads: int) -> dict:
 	return json.loads(out.strip().splitlines()[-1])
 
 
-def throughput(steps: int, rounds: int, threads: int) -> dict:
+def throughput(steps: int, rounds: int, threads: int, cases: list[str]) -> dict:
 	rows, results = [], {}
-	for case, (config, batch_size) in CASES.items():
+	for case in cases:
+		config, batch_size = CASES[case]
 		best: dict[str, dict] = {}
 		for _ in range(rounds):  # alternate, keep each side's best: both see the same machine noise
 			for which in ("ours", "mistral"):
@@ -275,6 +276,7 @@ def main() -> None:
 	parser.add_argument("--steps", type=int, default=3)
 	parser.add_argument("--rounds", type=int, default=2)
 	parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+	parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="models to measure")
 	parser.add_argument("--learning", type=float, metavar="SECONDS", help="run the learning check for SECONDS")
 	parser.add_argument("--work", default=str(ROOT / "runs" / "bench-training"), help="learning check's data and run")
 	parser.add_argument("--gpu", action="store_true", help="the GPU measurement of dimensiongpt-0.2b")
@@ -286,7 +288,7 @@ def main() -> None:
 	elif args.gpu:
 		write_results("training_gpu", gpu())
 	else:
-		write_results("training", throughput(args.steps, args.rounds, args.threads))
+		write_results("training", throughput(args.steps, args.rounds, args.threads, args.cases))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,13 @@ from tqdm.auto import tqdm
 from dimgpt.config import DataConfig, ModelConfig, Preset, TrainConfig, from_dict, get_preset, to_dict
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
-from dimgpt.training.checkpoint import check_model_config, has_checkpoint, load_training_state, save_checkpoint
+from dimgpt.training.checkpoint import (
+	check_model_config,
+	has_checkpoint,
+	load_training_state,
+	recover,
+	save_checkpoint,
+)
 from dimgpt.training.distributed import (
 	Distributed,
 	all_reduce,
@@ -158,6 +164,10 @@ class Trainer:
 		self.smooth_loss, self.smooth_accuracy = Smoother(), Smoother()
 		self._signal: int | None = None
 
+		if self.env.is_main:  # one process repairs a save killed half-way; the others wait, then read
+			recover(self.last_dir)
+			recover(self.best_dir)
+		barrier(self.env)
 		resume = has_checkpoint(self.last_dir)
 		state = load_training_state(self.last_dir) if resume else None
 		if state is not None:
