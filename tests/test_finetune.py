@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from dimgpt.cli import main
-from dimgpt.config import ModelConfig, TrainConfig, get_preset
+from dimgpt.config import InstructMix, MixGroup, ModelConfig, TrainConfig, get_preset
 from dimgpt.data.instruct import build_instruct_source
-from dimgpt.data.mix import RESOURCES, InstructMix, MixGroup
+from dimgpt.data.mix import RESOURCES
 from dimgpt.data.store import write_json
 from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
 from dimgpt.model.loading import load_model, save_model

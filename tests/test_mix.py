@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dimgpt.config import DataConfig, from_dict, to_dict
+from dimgpt.config import DIMENSIONGPT_GROUPS, DataConfig, InstructMix, MixGroup, from_dict, load_preprompts, to_dict
 from dimgpt.data.instruct import build_instruct_source, parse_record
-from dimgpt.data.mix import DIMENSIONGPT_GROUPS, RESOURCES, InstructMix, MixGroup, MixLoader, load_preprompts
+from dimgpt.data.mix import RESOURCES, MixLoader
 from dimgpt.data.store import write_json
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, PADDING, START_OF_TEXT, SYSTEM, USER, Tokenizer
 

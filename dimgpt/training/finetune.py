@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dimgpt.config import ModelConfig, Preset, TrainConfig, from_dict, get_preset, load_json
-from dimgpt.data.mix import InstructMix, mix_loaders
+from dimgpt.config import InstructMix, ModelConfig, Preset, TrainConfig, from_dict, get_preset, load_json
+from dimgpt.data.mix import mix_loaders
 from dimgpt.model.loading import load_model
 from dimgpt.training.distributed import cleanup_distributed
 from dimgpt.training.trainer import Trainer, TrainResult, build_trainer
