@@ -6,6 +6,8 @@ Handlers import their modules lazily so that `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -19,14 +21,34 @@ def command(add: Callable[[argparse._SubParsersAction], None]) -> Callable[[argp
 
 @command
 def _run(sub: argparse._SubParsersAction) -> None:
-	p = sub.add_parser("run", help="the main job, end to end on the embedded default corpus")
+	p = sub.add_parser("run", help="the main job: create data, pretrain, fine-tune, chat (embedded corpus by default)")
 	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
-	p.add_argument("--run-dir", default="runs/tiny", help="where everything the job makes goes")
+	p.add_argument("--run-dir", help="where everything the job makes goes (default: runs/PRESET)")
+	p.add_argument(
+		"--pretrain-minutes",
+		type=float,
+		help="pretraining time budget (default: 5 for the tiny preset, the preset's step budget otherwise)",
+	)
+	p.add_argument(
+		"--finetune-minutes",
+		type=float,
+		help="fine-tuning time budget (default: 2 for the tiny preset, the preset's step budget otherwise)",
+	)
+	p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 	def handler(args: argparse.Namespace) -> int:
 		from dimgpt.pipeline import run_main_job
 
-		run_main_job(preset=args.preset, run_dir=args.run_dir)
+		tiny = args.preset == "tiny"
+		pretrain = args.pretrain_minutes if args.pretrain_minutes is not None else (5 if tiny else None)
+		finetune = args.finetune_minutes if args.finetune_minutes is not None else (2 if tiny else None)
+		run_main_job(
+			args.preset,
+			args.run_dir or f"runs/{args.preset}",
+			pretrain_seconds=None if pretrain is None else pretrain * 60,
+			finetune_seconds=None if finetune is None else finetune * 60,
+			progress=not args.no_progress,
+		)
 		return 0
 
 	p.set_defaults(handler=handler)
@@ -288,4 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
 	args = build_parser().parse_args(argv)
-	return int(args.handler(args) or 0)
+	try:
+		return int(args.handler(args) or 0)
+	except (FileNotFoundError, ValueError) as error:
+		# Errors a user can meet (missing file, bad vocab, wrong config) carry their own fix: print
+		# that, not a traceback. DIMGPT_DEBUG=1 shows the traceback.
+		if os.environ.get("DIMGPT_DEBUG"):
+			raise
+		print(f"error: {error}", file=sys.stderr)
+		return 2

@@ -1,75 +1,94 @@
-"""The main job, end to end on the configured sources (by default the embedded corpus).
+"""The main job, end to end: create data → pretrain → fine-tune → chat.
 
-For now: clean the corpus, train the preset's tokenizer (or reuse the one already in the run
-directory), then encode and decode a sample to show the round trip.
+Each stage writes into its own folder of the run directory and resumes what is already there, so
+re-running the job after an interruption (or after it finished) carries on instead of starting over:
+
+	RUN_DIR/data/      tokenizer (vocab.txt), pretraining shards, instruction store, data.json
+	RUN_DIR/pretrain/  checkpoints/{last,best}/, metrics.jsonl, loss.png, accuracy.png
+	RUN_DIR/chat/      the fine-tuned chat model, same layout, plus finetune.json (loss before/after)
 """
 
 from __future__ import annotations
 
-import itertools
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from dimgpt.config import get_preset
-from dimgpt.data.cleaning import clean
-from dimgpt.data.corpus import embedded_corpus_info, embedded_documents
-from dimgpt.data.tokenizer import Tokenizer
+from dimgpt.config import Preset, get_preset
 
-
-def _sample(chars: int) -> list[str]:
-	"""Embedded documents up to about `chars` characters."""
-	out, total = [], 0
-	for doc in embedded_documents():
-		if total >= chars:
-			break
-		out.append(doc)
-		total += len(doc)
-	return out
+# Asked to the chat model at the end of the job (the shipped instruction set is French).
+QUESTIONS = ("Bonjour !", "Qui es-tu ?", "Quelle est la capitale de la France ?")
 
 
-def run_main_job(preset: str, run_dir: str | Path) -> None:
-	"""Run the main job of `preset` into `run_dir`."""
-	config = get_preset(preset)
+def _stage(number: int, title: str) -> float:
+	print(f"\n=== {number}/4 {title} " + "=" * max(0, 60 - len(title)), flush=True)
+	return time.perf_counter()
+
+
+def run_main_job(
+	preset: str | Preset = "tiny",
+	run_dir: str | Path = "runs/tiny",
+	*,
+	pretrain_seconds: float | None = None,
+	finetune_seconds: float | None = None,
+	questions: Sequence[str] = QUESTIONS,
+	progress: bool = True,
+) -> dict[str, Any]:
+	"""Run (or resume) the whole pipeline of `preset` into `run_dir`; return where everything is.
+
+	pretrain_seconds / finetune_seconds: wall-clock training budgets (summed over resumes) on top of
+	the preset's step budgets; None keeps the preset's.
+	"""
+	from dimgpt.data.create import create_data
+	from dimgpt.sampling import ChatSession, SamplingConfig, load_sampler
+	from dimgpt.training.finetune import finetune
+	from dimgpt.training.trainer import train
+
+	preset = get_preset(preset) if isinstance(preset, str) else preset
 	run_dir = Path(run_dir)
-	run_dir.mkdir(parents=True, exist_ok=True)
-	info = embedded_corpus_info()
-	print(
-		f"corpus: {info['name']} ({info['documents']} documents, {info['characters']:,} characters, {info['licence']})"
-	)
+	data_dir, pretrain_dir, chat_dir = run_dir / "data", run_dir / "pretrain", run_dir / "chat"
+	times: dict[str, float] = {}
+	print(f"dimgpt main job: preset {preset.name!r} into {run_dir}")
 
-	vocab_path = run_dir / "vocab.txt"
-	if vocab_path.exists():
-		tokenizer = Tokenizer.load(vocab_path)
-		if tokenizer.vocab_size != config.data.vocab_size:
-			raise ValueError(
-				f"{vocab_path} has {tokenizer.vocab_size} tokens but preset {preset!r} wants {config.data.vocab_size}: "
-				"delete it or use another run directory"
-			)
-		print(f"tokenizer: reusing {vocab_path} ({tokenizer.vocab_size} tokens, fingerprint {tokenizer.fingerprint})")
-	else:
-		start = time.perf_counter()
-		tokenizer = Tokenizer.train(
-			_sample(config.data.tokenizer_chars),
-			config.data.vocab_size,
-			max_token_length=config.data.max_token_length,
-			forced_tokens=config.data.forced_tokens,
-		)
-		tokenizer.save(vocab_path)
-		print(
-			f"tokenizer: trained {tokenizer.vocab_size} tokens in {time.perf_counter() - start:.1f} s -> {vocab_path}"
-		)
+	start = _stage(1, "create data (tokenizer, token shards, instruction store)")
+	create_data(preset.data, data_dir, progress=progress)
+	times["create data"] = time.perf_counter() - start
 
-	documents = list(embedded_documents())
-	ids = tokenizer.encode_batch(documents)
-	tokens = sum(len(x) for x in ids)
-	chars = sum(len(clean(d)) for d in documents)
-	print(f"encoded the corpus: {tokens:,} tokens, {chars / max(tokens, 1):.2f} characters per token")
+	start = _stage(2, "pretrain")
+	train(preset, data_dir, pretrain_dir, progress=progress, **_budget(pretrain_seconds))
+	times["pretrain"] = time.perf_counter() - start
 
-	sample = " ".join(itertools.islice(embedded_documents(), 1))[:300]
-	sample_ids = tokenizer.encode(sample)
-	decoded = tokenizer.decode(sample_ids)
-	print(f"sample ({len(sample_ids)} tokens): {sample_ids[:24]} ...")
-	print("decoded:", decoded)
-	if decoded != clean(sample):
-		raise RuntimeError("decode(encode(text)) differs from the cleaned text: the tokenizer is broken")
-	tokenizer.close()
+	start = _stage(3, "fine-tune on conversations")
+	finetune(pretrain_dir, data_dir, chat_dir, preset=preset, progress=progress, **_budget(finetune_seconds))
+	times["fine-tune"] = time.perf_counter() - start
+
+	start = _stage(4, "chat")
+	sampler = load_sampler(chat_dir, vocab=data_dir / "vocab.txt", device="auto")
+	settings = replace(SamplingConfig(), max_new_tokens=64, seed=0)
+	for question in questions:
+		session = ChatSession(sampler, settings=settings)
+		print(f"> {question}")
+		print(session.ask(question).strip() or "(empty answer)")
+	times["chat"] = time.perf_counter() - start
+
+	where = {
+		"vocabulary": data_dir / "vocab.txt",
+		"dataset": data_dir,
+		"pretrained model": pretrain_dir / "checkpoints",
+		"chat model": chat_dir / "checkpoints",
+		"plots": [pretrain_dir / "loss.png", pretrain_dir / "accuracy.png", chat_dir / "loss.png"],
+	}
+	print("\n=== done " + "=" * 62)
+	for stage, seconds in times.items():
+		print(f"{stage:>12}: {seconds:7.1f} s")
+	for name, path in where.items():
+		paths = path if isinstance(path, list) else [path]
+		print(f"{name:>17}: {', '.join(str(p) for p in paths)}")
+	print(f"chat with it:     python -m dimgpt chat {chat_dir}")
+	return {"times": times, **where}
+
+
+def _budget(seconds: float | None) -> dict[str, float]:
+	return {} if seconds is None else {"max_seconds": seconds}

@@ -1,7 +1,8 @@
-"""The main job on the tiny preset: trains a tokenizer on the embedded corpus, then reuses it."""
+"""The main job on the tiny preset, end to end on the embedded corpus, then resumed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,20 +21,32 @@ def test_embedded_corpus_is_real_text() -> None:
 	assert len(set(words)) > 5_000  # real prose, not a repeated filler
 
 
-def test_run_main_job_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-	run_main_job("tiny", tmp_path)
-	tokenizer = Tokenizer.load(tmp_path / "vocab.txt")
+def _steps(run: Path) -> list[int]:
+	lines = (run / "metrics.jsonl").read_text().splitlines()
+	return [json.loads(line)["step"] for line in lines]
+
+
+def test_main_job_runs_end_to_end_then_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+	budget = {"pretrain_seconds": 6, "finetune_seconds": 3, "questions": ["Bonjour !"], "progress": False}
+	where = run_main_job("tiny", tmp_path, **budget)
+	out = capsys.readouterr().out
+	for stage in ("1/4 create data", "2/4 pretrain", "3/4 fine-tune", "4/4 chat", "> Bonjour !"):
+		assert stage in out
+	tokenizer = Tokenizer.load(where["vocabulary"])
 	assert tokenizer.vocab_size == get_preset("tiny").data.vocab_size
 	assert tuple(tokenizer.vocab[:10]) == CONTROL_TOKENS
-	first = capsys.readouterr().out
-	assert "trained" in first and "decoded:" in first
+	for plot in where["plots"]:
+		assert plot.stat().st_size > 1_000, plot
+	for run in ("pretrain", "chat"):
+		assert (tmp_path / run / "checkpoints" / "last" / "model.safetensors").is_file()
+	pretrain_steps = _steps(tmp_path / "pretrain")
+	assert pretrain_steps and pretrain_steps[-1] > 0
+	finetune_info = json.loads((tmp_path / "chat" / "finetune.json").read_text())
+	assert finetune_info["val_loss_after"] < finetune_info["val_loss_before"]
 
-	run_main_job("tiny", tmp_path)  # a second run reuses the vocabulary
-	second = capsys.readouterr().out
-	assert "reusing" in second and Tokenizer.load(tmp_path / "vocab.txt").fingerprint == tokenizer.fingerprint
-
-
-def test_run_main_job_refuses_a_foreign_vocab(tmp_path: Path) -> None:
-	Tokenizer([*CONTROL_TOKENS, "a", "b"]).save(tmp_path / "vocab.txt")
-	with pytest.raises(ValueError, match=r"vocab\.txt has 12 tokens"):
-		run_main_job("tiny", tmp_path)
+	# Re-running carries on from what is there: same vocabulary, no training restarted from step 0.
+	run_main_job("tiny", tmp_path, **budget)
+	again = capsys.readouterr().out
+	assert Tokenizer.load(where["vocabulary"]).fingerprint == tokenizer.fingerprint
+	assert "from step 0" not in again
+	assert _steps(tmp_path / "pretrain")[: len(pretrain_steps)] == pretrain_steps
