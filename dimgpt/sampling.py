@@ -181,16 +181,15 @@ class Sampler:
 		use_cache: bool = True,
 	) -> list[list[int]]:
 		"""New token ids of each prompt, stop token excluded."""
-		tokens, ended = [], []
-		for step in self.steps(prompts, settings, stop_ids, use_cache):
-			tokens.append(step.tokens)
-			ended.append(step.stopped | step.done)
-		if not tokens:
-			return [[] for _ in prompts]
-		# One transfer at the end rather than one per token; each row ends at its first stop.
-		rows = torch.stack(tokens, dim=1).tolist()
-		ends = torch.stack([*ended, torch.ones_like(ended[0])], dim=1).int().argmax(dim=1).tolist()
-		return [row[:end] for row, end in zip(rows, ends)]
+		settings = settings or SamplingConfig()
+		# Written in place: a list of per-step tensors would cost ~1 KB of bookkeeping per token.
+		tokens = torch.zeros(len(prompts), settings.max_new_tokens, dtype=torch.long, device=self.device)
+		ended = torch.ones(len(prompts), settings.max_new_tokens + 1, dtype=torch.bool, device=self.device)
+		for i, step in enumerate(self.steps(prompts, settings, stop_ids, use_cache)):
+			tokens[:, i] = step.tokens
+			ended[:, i] = step.stopped | step.done
+		ends = ended.int().argmax(dim=1).tolist()  # each row ends at its first stop (argmax: first max)
+		return [row[:end] for row, end in zip(tokens.tolist(), ends)]
 
 	def stream_ids(
 		self,

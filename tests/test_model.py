@@ -110,6 +110,20 @@ def test_forward_matches_float64_reference(T):
 	assert ((out.double() - ref).norm() / ref.norm()).item() <= 1e-5
 
 
+def test_forced_flex_backend_gives_the_sdpa_logits():
+	"""The whole model through FlexAttention (eager on CPU), the backend picked on CUDA without flash-attn."""
+	import warnings
+
+	model = _model()
+	tokens = torch.randint(0, SMALL.vocab_size, (2, 30), generator=torch.Generator().manual_seed(5))
+	with torch.no_grad(), warnings.catch_warnings():
+		warnings.simplefilter("ignore", UserWarning)
+		sdpa = model(tokens)
+		model.backend = "flex"
+		flex = model(tokens)
+	torch.testing.assert_close(flex, sdpa, rtol=1e-5, atol=1e-5)
+
+
 def test_window_limits_what_a_token_sees():
 	"""Changing a token more than layers * window back cannot change the logits; one inside can."""
 	model = _model()

@@ -139,7 +139,7 @@ class Transformer(nn.Module):
 	def forward(
 		self, tokens: torch.Tensor, cache: KVCache | None = None, padding: torch.Tensor | None = None
 	) -> torch.Tensor:
-		"""[B, T] token ids -> [B, T, vocab] logits.
+		"""[B, T] token ids -> [B, T, vocab] logits. T may exceed context_length (positions keep counting).
 
 		With a `cache`, the tokens continue the sequence it holds; `padding` ([B, T], True on real
 		tokens) marks left padding of batched prompts and needs a cache.
