@@ -3,7 +3,7 @@
 `python -m bench.training` : training tokens/s (forward + backward + clipping + AdamW) of our trainer
 step vs Hugging Face `MistralForCausalLM` with the equivalent config (same batch, context, precision,
 optimizer), for the `tiny` preset and a 4-layer slice of `dimensiongpt-0.2b`, each measured in its
-own process (so peak RSS is its own), alternating ours / theirs.
+own process for its peak RSS, and both in one process alternating step by step for tokens/s.
 
 `python -m bench.training --learning 600` : the `tiny` preset trained for 600 s on ../shared/data/corpus_fr;
 final validation loss, bits per character, and the loss curve copied to resources/.
@@ -105,26 +105,31 @@ def mistral_step(config: ModelConfig, batch_size: int, device: torch.device):
 
 
 def worker(which: str, case: str, steps: int, threads: int) -> None:
-	"""Measure one model in this process; print a JSON line."""
+	"""Measure in this process and print a JSON line: one model (its peak RSS), or `both`
+	alternating step by step, so that both meet the same machine noise (tokens/s, best step)."""
 	import tempfile
 
 	torch.set_num_threads(threads)
 	config, batch_size = CASES[case]
 	device = torch.device("cpu")
+	names = ["ours", "mistral"] if which == "both" else [which]
 	with tempfile.TemporaryDirectory() as work:
-		step = (
-			ours_step(config, batch_size, Path(work), device)
-			if which == "ours"
-			else mistral_step(config, batch_size, device)
-		)
-		step()  # warm-up
-		times = []
+		make = {
+			"ours": lambda: ours_step(config, batch_size, Path(work), device),
+			"mistral": lambda: mistral_step(config, batch_size, device),
+		}
+		step = {name: make[name]() for name in names}
+		times: dict[str, list[float]] = {name: [] for name in names}
+		for name in names:
+			step[name]()  # warm-up
 		for _ in range(steps):
-			start = time.perf_counter()
-			step()
-			times.append(time.perf_counter() - start)
+			for name in names:
+				start = time.perf_counter()
+				step[name]()
+				times[name].append(time.perf_counter() - start)
 	tokens = batch_size * config.context_length
-	print(json.dumps({"tokens_per_second": tokens / min(times), "peak_rss_mb": peak_rss_mb()}))
+	out = {name: tokens / min(t) for name, t in times.items()}
+	print(json.dumps({"tokens_per_second": out, "peak_rss_mb": peak_rss_mb()}))
 
 
 def run_worker(which: str, case: str, steps: int, threads: int) -> dict:
@@ -144,31 +149,33 @@ def run_worker(which: str, case: str, steps: int, threads: int) -> dict:
 	return json.loads(out.strip().splitlines()[-1])
 
 
-def throughput(steps: int, rounds: int, threads: int, cases: list[str]) -> dict:
+def throughput(steps: int, threads: int, cases: list[str]) -> dict:
 	rows, results = [], {}
 	for case in cases:
 		config, batch_size = CASES[case]
-		best: dict[str, dict] = {}
-		for _ in range(rounds):  # alternate, keep each side's best: both see the same machine noise
-			for which in ("ours", "mistral"):
-				r = run_worker(which, case, steps, threads)
-				if which not in best or r["tokens_per_second"] > best[which]["tokens_per_second"]:
-					best[which] = r
-		ratio = best["ours"]["tokens_per_second"] / best["mistral"]["tokens_per_second"]
-		results[case] = {"batch": batch_size, "context": config.context_length, **best, "ratio": ratio}
+		speed = run_worker("both", case, steps, threads)["tokens_per_second"]
+		rss = {which: run_worker(which, case, 1, threads)["peak_rss_mb"] for which in ("ours", "mistral")}
+		ratio = speed["ours"] / speed["mistral"]
+		results[case] = {
+			"batch": batch_size,
+			"context": config.context_length,
+			"tokens_per_second": speed,
+			"peak_rss_mb": rss,
+			"ratio": ratio,
+		}
 		rows.append(
 			[
 				case,
 				f"{batch_size}x{config.context_length}",
-				best["ours"]["tokens_per_second"],
-				best["mistral"]["tokens_per_second"],
+				speed["ours"],
+				speed["mistral"],
 				f"{ratio:.2f}x",
-				best["ours"]["peak_rss_mb"],
-				best["mistral"]["peak_rss_mb"],
+				rss["ours"],
+				rss["mistral"],
 			]
 		)
 	print_table(
-		f"training tokens/s on CPU, fp32, {threads} thread(s), fwd+bwd+clip+AdamW, best of {rounds}x{steps} steps",
+		f"training tokens/s on CPU, fp32, {threads} thread(s), fwd+bwd+clip+AdamW, best of {steps} alternating steps",
 		["model", "batch", "ours tok/s", "Mistral tok/s", "ours/Mistral", "ours RSS MB", "Mistral RSS MB"],
 		rows,
 	)
@@ -273,8 +280,7 @@ def gpu(batch_size: int = 16, steps: int = 10) -> dict:
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("--worker", nargs=2, metavar=("WHICH", "CASE"), help=argparse.SUPPRESS)
-	parser.add_argument("--steps", type=int, default=3)
-	parser.add_argument("--rounds", type=int, default=2)
+	parser.add_argument("--steps", type=int, default=5, help="alternating steps measured per model")
 	parser.add_argument("--threads", type=int, default=torch.get_num_threads())
 	parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="models to measure")
 	parser.add_argument("--learning", type=float, metavar="SECONDS", help="run the learning check for SECONDS")
@@ -288,7 +294,7 @@ def main() -> None:
 	elif args.gpu:
 		write_results("training_gpu", gpu())
 	else:
-		write_results("training", throughput(args.steps, args.rounds, args.threads, args.cases))
+		write_results("training", throughput(args.steps, args.threads, args.cases))
 
 
 if __name__ == "__main__":
