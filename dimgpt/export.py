@@ -216,14 +216,8 @@ def cleaning_normalizer() -> list[dict]:
 	]
 
 
-def export_tokenizer(
-	tokenizer: Tokenizer | str | Path, out_dir: str | Path, context_length: int, vocab_size: int | None = None
-) -> None:
-	"""Write `tokenizer.json` and the files `transformers.AutoTokenizer.from_pretrained(out_dir)` reads.
-
-	On cleaned text (`dimgpt.data.cleaning.clean`) it gives our ids, and `decode(ids, skip_special_tokens=True)`
-	gives our `Tokenizer.decode(ids)`; its normalizer cleans the common path only (`cleaning_normalizer`).
-	"""
+def _checked_tokenizer(tokenizer: Tokenizer | str | Path, vocab_size: int | None) -> Tokenizer:
+	"""The tokenizer (loaded if a path), refused if the model has fewer token slots than it has tokens."""
 	name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else str(tokenizer)
 	if not isinstance(tokenizer, Tokenizer):
 		tokenizer = Tokenizer.load(tokenizer)
@@ -233,6 +227,18 @@ def export_tokenizer(
 			f"{name} has {tokenizer.vocab_size} tokens but the model has a vocabulary of {vocab_size}: "
 			"give the vocab.txt the model was trained with"
 		)
+	return tokenizer
+
+
+def export_tokenizer(
+	tokenizer: Tokenizer | str | Path, out_dir: str | Path, context_length: int, vocab_size: int | None = None
+) -> None:
+	"""Write `tokenizer.json` and the files `transformers.AutoTokenizer.from_pretrained(out_dir)` reads.
+
+	On cleaned text (`dimgpt.data.cleaning.clean`) it gives our ids, and `decode(ids, skip_special_tokens=True)`
+	gives our `Tokenizer.decode(ids)`; its normalizer cleans the common path only (`cleaning_normalizer`).
+	"""
+	tokenizer = _checked_tokenizer(tokenizer, vocab_size)
 	out_dir = Path(out_dir)
 	path = out_dir / "tokenizer.json"
 	tokenizer.save_hf(path)
@@ -308,6 +314,8 @@ def export_hf(
 	state_dict = model.state_dict()
 	tensors = hf_state_dict(state_dict, config)
 	dtype = tensors["model.embed_tokens.weight"].dtype
+	if tokenizer is not None:  # checked before anything is written
+		tokenizer = _checked_tokenizer(tokenizer, config.vocab_size)
 
 	out_dir = Path(out_dir)
 	out_dir.mkdir(parents=True, exist_ok=True)

@@ -343,16 +343,22 @@ def test_export_hf_command_on_a_run_directory(tokenizer: Tokenizer, tmp_path: Pa
 	assert hf_tokenizer.decode(expected, skip_special_tokens=True) == tokenizer.decode(expected)
 
 
-def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path) -> None:
-	with pytest.raises(FileNotFoundError, match="no model at"):
-		main(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "hf")])
+def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+	# The command prints the error and its fix on one line (no traceback) and exits with status 2.
+	def fails(args: list[str], message: str) -> None:
+		assert main(args) == 2
+		assert message in capsys.readouterr().err
+
+	fails(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "hf")], "no model at")
 	run = tmp_path / "run"
 	save_model(Transformer(CONFIG), run / "checkpoints" / "best")
-	with pytest.raises(FileNotFoundError, match="--vocab"):
-		main(["export-hf", str(run), str(tmp_path / "hf")])
+	fails(["export-hf", str(run), str(tmp_path / "hf")], "--vocab")
 	tokenizer.save(tmp_path / "vocab.txt")  # 600 tokens, the model has 256
-	with pytest.raises(ValueError, match="600 tokens but the model has a vocabulary of 256"):
-		main(["export-hf", str(run), str(tmp_path / "hf"), "--vocab", str(tmp_path / "vocab.txt")])
+	fails(
+		["export-hf", str(run), str(tmp_path / "hf"), "--vocab", str(tmp_path / "vocab.txt")],
+		"600 tokens but the model has a vocabulary of 256",
+	)
+	assert not (tmp_path / "hf" / "model.safetensors").exists()
 
 
 def test_run_directory_layouts(tmp_path: Path) -> None:
