@@ -1,7 +1,11 @@
 """Generation speed: our KV-cache sampler vs full recomputation vs transformers' Mistral, and memory.
 
-    .venv/bin/python -m bench.generation            # tiny preset and the dimensiongpt-0.2b shape
-    .venv/bin/python -m bench.generation --quick    # tiny preset only
+    .venv/bin/python -m bench.generation --threads 1            # tiny preset and the dimensiongpt-0.2b shape
+    .venv/bin/python -m bench.generation --threads 1 --quick    # tiny preset only
+
+Rates are tokens per CPU-second of the best run (wall rates are printed too): on a CPU shared with
+other jobs, wall time measures the neighbours, and torch's threads stall on each other at every small
+kernel, so one thread gives the stable comparison.
 
 Random weights, float32 on the CPU (bfloat16 on a GPU), batch 1, a 16-token prompt, greedy:
 (a) `Sampler` with its KV cache; (b) `Sampler(use_cache=False)`, the whole sequence re-run for every
