@@ -77,6 +77,33 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+# Exit status of a training command by why it stopped (130/143: saved after Ctrl-C / SIGTERM).
+EXIT_CODES = {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
+	"""TrainConfig fields from `--set FIELD=VALUE` (JSON values, else strings) and the budget flags."""
+	import dataclasses
+	import json
+
+	from dimgpt.config import TrainConfig
+
+	names = {f.name for f in dataclasses.fields(TrainConfig)}
+	overrides: dict[str, object] = {}
+	for item in args.set:
+		name, _, value = item.partition("=")
+		if name not in names:
+			raise SystemExit(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
+		try:
+			overrides[name] = json.loads(value)
+		except json.JSONDecodeError:
+			overrides[name] = value
+	for name in ("max_steps", "max_tokens", "max_seconds"):
+		if getattr(args, name, None) is not None:
+			overrides[name] = getattr(args, name)
+	return overrides
+
+
 @command
 def _finetune(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("finetune", help="fine-tune a pretrained run on instruction conversations (chat model)")
@@ -95,25 +122,13 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 
 	def handler(args: argparse.Namespace) -> int:
 		import dataclasses
-		import json
 		from pathlib import Path
 
-		from dimgpt.config import TrainConfig, get_preset
+		from dimgpt.config import get_preset
 		from dimgpt.training.finetune import dataset_mix, finetune
 
 		data = Path(args.data) if args.data else Path(args.from_run) / "data"
-		names = {f.name for f in dataclasses.fields(TrainConfig)}
-		overrides = {}
-		for item in args.set:
-			name, _, value = item.partition("=")
-			if name not in names:
-				raise SystemExit(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
-			try:
-				overrides[name] = json.loads(value)
-			except json.JSONDecodeError:
-				overrides[name] = value
-		fields = {"max_steps": args.max_steps, "max_seconds": args.max_seconds}
-		overrides |= {k: v for k, v in fields.items() if v is not None}
+		overrides = _train_overrides(args)
 		mix = None
 		if args.preprompt_ratio is not None:
 			mix = dataset_mix(data, get_preset(args.preset))
@@ -129,7 +144,7 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 			**overrides,
 		)
 		print(f"fine-tuned to step {result.step}: validation loss {result.val_loss}, best {result.best_val_loss}")
-		return {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}[result.reason]
+		return EXIT_CODES[result.reason]
 
 	p.set_defaults(handler=handler)
 
@@ -155,24 +170,9 @@ def _train(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 	def handler(args: argparse.Namespace) -> int:
-		import dataclasses
-		import json
-
-		from dimgpt.config import TrainConfig
 		from dimgpt.training.trainer import train
 
-		names = {f.name for f in dataclasses.fields(TrainConfig)}
-		overrides = {}
-		for item in args.set:
-			name, _, value = item.partition("=")
-			if name not in names:
-				raise SystemExit(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
-			try:
-				overrides[name] = json.loads(value)
-			except json.JSONDecodeError:
-				overrides[name] = value
-		fields = {"max_steps": args.max_steps, "max_tokens": args.max_tokens, "max_seconds": args.max_seconds}
-		overrides |= {k: v for k, v in fields.items() if v is not None}
+		overrides = _train_overrides(args)
 		result = train(
 			args.preset,
 			args.data,
@@ -182,7 +182,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 			progress=not args.no_progress,
 			**overrides,
 		)
-		return {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}[result.reason]
+		return EXIT_CODES[result.reason]
 
 	p.set_defaults(handler=handler)
 
