@@ -200,3 +200,26 @@ def test_training_notebook_fine_tuning_section(tmp_path):
 	info = json.loads((tmp_path / "run-chat" / "finetune.json").read_text())
 	assert info["step"] == 4 and Path(info["from"]) == (run / "checkpoints" / "best").resolve()
 	assert (tmp_path / "run-chat" / "loss.png").is_file() and (tmp_path / "run-chat" / "vocab.txt").is_file()
+
+
+def test_train_kind_instruct_draws_the_fine_tuning_mix(dataset):
+	# `python -m dimgpt train --kind instruct` and `finetune` share one conversation loader: the dataset's mix
+	from dimgpt.data.mix import mix_loaders
+	from dimgpt.training.distributed import Distributed
+	from dimgpt.training.trainer import default_loader
+
+	model_config = ModelConfig(
+		vocab_size=500, context_length=96, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
+	)
+	recipe = replace(get_preset("tiny").finetune, batch_size=4)
+	env = Distributed(device=torch.device("cpu"))
+	ours = default_loader("instruct", dataset, model_config, recipe)("train", env)
+	mix = mix_loaders(
+		dataset, 4, 96, InstructMix(), seed=recipe.seed, instruction_weight=recipe.instruction_loss_weight
+	)
+	expected = mix("train", env)
+	for _ in range(3):
+		got, want = ours.next_batch(), expected.next_batch()
+		assert all(torch.equal(a, b) for a, b in zip(got, want))
+	weights = set(torch.cat([ours.next_batch()[2] for _ in range(4)]).unique().tolist())
+	assert {round(w, 4) for w in weights} == {0.1, 1.0}  # instructions, answers (training rows are full)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dimgpt.data.instruct import ANSWER, PROMPT, role_marks
-from dimgpt.data.loader import InstructLoader, PretrainLoader
+from dimgpt.data.loader import PretrainLoader
 from dimgpt.data.store import FORMAT_VERSION, ShardWriter, StoreError, write_json
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, START_OF_TEXT, USER
 
@@ -161,73 +161,6 @@ def test_worker_errors_reach_the_caller(dataset: Path) -> None:
 
 
 # --- instruction windows ---------------------------------------------------------------------------
-
-
-def conversation(rng: np.random.Generator) -> np.ndarray:
-	parts = [[START_OF_TEXT]]
-	for _ in range(int(rng.integers(1, 3))):
-		parts += [[USER], rng.integers(10, 500, size=int(rng.integers(3, 20)))]
-		parts += [[ASSISTANT], rng.integers(500, 1000, size=int(rng.integers(3, 40)))]
-	parts.append([END_OF_TEXT])
-	return np.concatenate(parts).astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def instruct_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-	root = tmp_path_factory.mktemp("instruct")
-	directory = root / "instruct" / "chat"
-	directory.mkdir(parents=True)
-	rng = np.random.default_rng(0)
-	splits = {}
-	for split, n in (("train", 200), ("validation", 20)):
-		convs = [conversation(rng) for _ in range(n)]
-		tokens = np.concatenate(convs)
-		tokens.astype(np.uint16).tofile(directory / f"{split}.bin")
-		np.concatenate([role_marks(c) for c in convs]).tofile(directory / f"{split}.marks.bin")
-		np.save(directory / f"{split}.idx.npy", np.cumsum([0] + [len(c) for c in convs]).astype(np.int64))
-		np.save(directory / f"{split}.groups.npy", np.zeros(n, np.uint8))
-		splits[split] = {"conversations": n, "tokens": len(tokens)}
-	manifest = {"format_version": FORMAT_VERSION, "tokenizer_fingerprint": "x", "dtype": "uint16", "multiplier": 1.0}
-	write_json(directory / "source.json", {**manifest, "groups": ["chat"], "splits": splits})
-	(root / "data.json").write_text(json.dumps({"pretrain": {}, "instruct": {"chat": {}}}))
-	return root
-
-
-def test_instruct_weights_answers_and_instructions(instruct_dataset: Path) -> None:
-	train = InstructLoader(instruct_dataset, "train", 8, 128, seed=1)
-	x, y, w = train.next_batch()
-	assert torch.equal(x[:, 1:], y[:, :-1])
-	assert {round(v, 4) for v in w.unique().tolist()} == {0.1, 1.0}
-	for xs, ys, ws in zip(x.tolist(), y.tolist(), w.tolist()):
-		for target, weight in zip(ys, ws):
-			if 500 <= target < 1000:
-				assert weight == 1.0  # answer text
-			elif 10 <= target < 500:
-				assert weight == pytest.approx(0.1)  # question text
-			elif target == ASSISTANT:
-				assert weight == pytest.approx(0.1)  # the marker opening an answer is an instruction token
-		# a ⮜user⮞ / ⮜end-of-text⮞ right after answer text closes the answer: weight 1
-		for prev, target, weight in zip(xs, ys, ws):
-			if 500 <= prev < 1000 and target in (USER, END_OF_TEXT):
-				assert weight == 1.0
-	train.close()
-	validation = InstructLoader(instruct_dataset, "validation", 8, 128, seed=1)
-	_, y, w = validation.next_batch()
-	answer = (y >= 500) & (y < 1000)
-	question = (y >= 10) & (y < 500)
-	assert torch.all(w[answer] == 1.0) and torch.all(w[question] == 0.0)
-	validation.close()
-
-
-def test_instruct_loader_resume(instruct_dataset: Path) -> None:
-	loader = InstructLoader(instruct_dataset, "train", 4, 64, seed=2)
-	loader.next_batch()
-	state = loader.state_dict()
-	expected = [loader.next_batch() for _ in range(3)]
-	loader.load_state_dict(state)
-	got = [loader.next_batch() for _ in range(3)]
-	assert all(torch.equal(a, b) for e, g in zip(expected, got) for a, b in zip(e, g))
-	loader.close()
 
 
 def test_role_marks_rule() -> None:

@@ -6,8 +6,8 @@ ranks draw different data. Prefetching runs `prefetch` batches ahead in a backgr
 
 Pretraining window (DimensionGPT): pick a source with probability size × multiplier (its training
 tokens, for both splits), a random token of it, read on to the end of that document, then append
-whole random documents (source re-drawn each time) until `context_length + 1` tokens. Instruction windows are built the same way from conversations,
-with the loss weights of the chat format.
+whole random documents (source re-drawn each time) until `context_length + 1` tokens. Every target
+weighs 1 (a window is always full). Conversations for fine-tuning are drawn by `dimgpt.data.mix.MixLoader`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dimgpt.data.instruct import ANSWER, PADDING_MARK, PROMPT, open_instruct_source
 from dimgpt.data.store import SPLITS, Shard, StoreError, open_source, read_json
 
 
@@ -32,7 +31,6 @@ class _Source:
 	name: str
 	shards: list[Shard]
 	weight: float
-	marks: list[np.ndarray] | None = None  # instruction data: per-token role marks, one array per shard
 
 	def __post_init__(self) -> None:
 		self.token_starts = np.cumsum([0] + [len(s.tokens) for s in self.shards])
@@ -99,39 +97,27 @@ class _Loader:
 	def make_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
 		"""Window tokens [B, T+1] and target weights [B, T] of batch `step` (pure function of the step)."""
 		rng = np.random.default_rng([self.seed, self.rank, self.world_size, step])
-		size = self.context_length + 1
-		tokens = np.empty((self.batch_size, size), dtype=np.int64)
-		marks = np.empty((self.batch_size, size), dtype=np.uint8)
+		tokens = np.empty((self.batch_size, self.context_length + 1), dtype=np.int64)
 		first_sources = rng.choice(len(self.sources), size=self.batch_size, p=self.probabilities)
 		for row in range(self.batch_size):
-			self.fill_row(rng, tokens[row], marks[row], int(first_sources[row]))
-		return tokens, self.weights(marks[:, 1:])
+			self.fill_row(rng, tokens[row], int(first_sources[row]))
+		return tokens, np.ones((self.batch_size, self.context_length), dtype=np.float32)
 
-	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, marks: np.ndarray, first: int) -> None:
+	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, first: int) -> None:
 		"""A random start in a document of source `first`, then whole random documents."""
 		source = self.sources[first]
 		k, start, end = source.locate_token(int(rng.integers(source.tokens)))
-		n = self._copy(source, k, start, end, tokens, marks, 0)
+		n = self._copy(source, k, start, end, tokens, 0)
 		while n < len(tokens):
 			source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
 			k, start, end = source.locate_document(int(rng.integers(source.documents)))
-			n = self._copy(source, k, start, end, tokens, marks, n)
+			n = self._copy(source, k, start, end, tokens, n)
 
 	@staticmethod
-	def _copy(source: _Source, k: int, start: int, end: int, tokens: np.ndarray, marks: np.ndarray, n: int) -> int:
+	def _copy(source: _Source, k: int, start: int, end: int, tokens: np.ndarray, n: int) -> int:
 		length = min(end - start, len(tokens) - n)
 		tokens[n : n + length] = source.shards[k].tokens[start : start + length]
-		if source.marks is not None:
-			marks[n : n + length] = source.marks[k][start : start + length]
-		else:
-			marks[n : n + length] = ANSWER
 		return n + length
-
-	def weights(self, target_marks: np.ndarray) -> np.ndarray:
-		"""Loss weight of each target token from its mark."""
-		table = np.zeros(256, dtype=np.float32)
-		table[ANSWER] = 1.0
-		return table[target_marks]
 
 	# --- the iterator interface the trainer uses --------------------------------------------------
 
@@ -242,70 +228,3 @@ class PretrainLoader(_Loader):
 			world_size=world_size,
 			prefetch=prefetch,
 		)
-
-
-class InstructLoader(_Loader):
-	"""Fine-tuning batches from the stored conversations of a dataset folder (see `dimgpt.data.instruct`).
-
-	Loss weights: 1.0 on answer tokens (and the token that closes an answer), `instruction_weight` on
-	instruction tokens when `training` (0 otherwise), 0 on padding. `training` defaults to split == "train".
-	"""
-
-	def __init__(
-		self,
-		dataset_dir: str | Path,
-		split: str,
-		batch_size: int,
-		context_length: int,
-		*,
-		seed: int = 0,
-		rank: int = 0,
-		world_size: int = 1,
-		training: bool | None = None,
-		instruction_weight: float = 0.1,
-		prefetch: int = 4,
-	) -> None:
-		dataset_dir = Path(dataset_dir)
-		manifest = _dataset_manifest(dataset_dir)
-		self.training = split == "train" if training is None else training
-		self.instruction_weight = instruction_weight
-		sources = []
-		for name in manifest.get("instruct", {}):
-			source_manifest, shard, marks, groups = open_instruct_source(dataset_dir / "instruct" / name, split)
-			weight = source_manifest["splits"]["train"]["tokens"] * float(source_manifest["multiplier"])
-			source = _Source(name, [shard], weight, marks=[marks])
-			source.groups = groups  # type: ignore[attr-defined]
-			sources.append(source)
-		if not sources:
-			raise StoreError(
-				f"{dataset_dir / 'data.json'} lists no instruction data: give create-data instruction sources "
-				"(e.g. `--sources corpus-fr`)"
-			)
-		super().__init__(
-			sources,
-			split,
-			batch_size,
-			context_length,
-			seed=seed,
-			rank=rank,
-			world_size=world_size,
-			prefetch=prefetch,
-		)
-
-	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, marks: np.ndarray, first: int) -> None:
-		"""A random start inside a conversation of source `first`, then whole random conversations."""
-		source = self.sources[first]
-		k, start, end = source.locate_document(int(rng.integers(source.documents)))
-		start = int(rng.integers(start, end))
-		n = self._copy(source, k, start, end, tokens, marks, 0)
-		while n < len(tokens):
-			source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
-			k, start, end = source.locate_document(int(rng.integers(source.documents)))
-			n = self._copy(source, k, start, end, tokens, marks, n)
-
-	def weights(self, target_marks: np.ndarray) -> np.ndarray:
-		table = np.zeros(256, dtype=np.float32)
-		table[ANSWER] = 1.0
-		table[PADDING_MARK] = 0.0
-		table[PROMPT] = self.instruction_weight if self.training else 0.0
-		return table[target_marks]

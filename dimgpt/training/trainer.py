@@ -491,24 +491,30 @@ class Trainer:
 
 
 def default_loader(kind: str, dataset_dir: str | Path, model_config: ModelConfig, config: TrainConfig):
-	"""A function `(split, env) -> loader` over the dataset in `dataset_dir`."""
-	from dimgpt.data.loader import InstructLoader, PretrainLoader
+	"""A function `(split, env) -> loader` over the dataset in `dataset_dir`.
+
+	"pretrain": DimensionGPT windows of the pretraining shards; "instruct": conversations drawn by the
+	dataset's fine-tuning mix (the loader `python -m dimgpt finetune` uses too).
+	"""
+	from dimgpt.data.loader import PretrainLoader
+	from dimgpt.data.mix import mix_loaders
+
+	if kind == "instruct":
+		mix = (_data_config(Path(dataset_dir)) or DataConfig()).instruct_mix
+		return mix_loaders(
+			dataset_dir,
+			config.batch_size,
+			model_config.context_length,
+			mix,
+			seed=config.seed,
+			instruction_weight=config.instruction_loss_weight,
+		)
+	if kind != "pretrain":
+		raise ValueError(f"kind must be 'pretrain' or 'instruct', got {kind!r}")
 
 	def make(split: str, env: Distributed) -> Loader:
 		common = {"seed": config.seed, "rank": env.rank, "world_size": env.world_size}
-		if kind == "pretrain":
-			return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
-		if kind == "instruct":
-			return InstructLoader(
-				dataset_dir,
-				split,
-				config.batch_size,
-				model_config.context_length,
-				training=split == "train",
-				instruction_weight=config.instruction_loss_weight,
-				**common,
-			)
-		raise ValueError(f"kind must be 'pretrain' or 'instruct', got {kind!r}")
+		return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
 
 	return make
 
