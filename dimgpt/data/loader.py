@@ -60,12 +60,15 @@ class _Source:
 		return k, int(offsets[d]), int(offsets[d + 1])
 
 
-class _Loader:
-	"""Deterministic batches numbered by step, prefetched in a thread; subclasses fill one row."""
+class StepLoader:
+	"""Batches numbered by step, each a pure function of its number, prefetched in a background thread.
+
+	A subclass gives `make_batch(step)`; this class gives the trainer's loader interface (`next_batch`,
+	`state_dict`, `load_state_dict`, `close`), whose state is just the number of the next batch.
+	"""
 
 	def __init__(
 		self,
-		sources: list[_Source],
 		split: str,
 		batch_size: int,
 		context_length: int,
@@ -79,45 +82,16 @@ class _Loader:
 			raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 		if not 0 <= rank < world_size:
 			raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-		sources = [s for s in sources if s.tokens > 0 and s.weight > 0]
-		if not sources:
-			raise StoreError(f"no {split} data with a positive multiplier in this dataset: check create-data's summary")
-		self.sources, self.split = sources, split
-		self.batch_size, self.context_length = batch_size, context_length
+		self.split, self.batch_size, self.context_length = split, batch_size, context_length
 		self.seed, self.rank, self.world_size, self.prefetch = seed, rank, world_size, max(1, prefetch)
-		weights = np.array([s.weight for s in sources], dtype=np.float64)
-		self.probabilities = weights / weights.sum()
 		self._step = 0
 		self._thread: threading.Thread | None = None
 		self._queue: queue.Queue = queue.Queue(maxsize=self.prefetch)
 		self._stop = threading.Event()
 
-	# --- batches ---------------------------------------------------------------------------------
-
 	def make_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-		"""Window tokens [B, T+1] and target weights [B, T] of batch `step` (pure function of the step)."""
-		rng = np.random.default_rng([self.seed, self.rank, self.world_size, step])
-		tokens = np.empty((self.batch_size, self.context_length + 1), dtype=np.int64)
-		first_sources = rng.choice(len(self.sources), size=self.batch_size, p=self.probabilities)
-		for row in range(self.batch_size):
-			self.fill_row(rng, tokens[row], int(first_sources[row]))
-		return tokens, np.ones((self.batch_size, self.context_length), dtype=np.float32)
-
-	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, first: int) -> None:
-		"""A random start in a document of source `first`, then whole random documents."""
-		source = self.sources[first]
-		k, start, end = source.locate_token(int(rng.integers(source.tokens)))
-		n = self._copy(source, k, start, end, tokens, 0)
-		while n < len(tokens):
-			source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
-			k, start, end = source.locate_document(int(rng.integers(source.documents)))
-			n = self._copy(source, k, start, end, tokens, n)
-
-	@staticmethod
-	def _copy(source: _Source, k: int, start: int, end: int, tokens: np.ndarray, n: int) -> int:
-		length = min(end - start, len(tokens) - n)
-		tokens[n : n + length] = source.shards[k].tokens[start : start + length]
-		return n + length
+		"""Window tokens [B, T+1] and target weights [B, T] of batch `step` (a pure function of the step)."""
+		raise NotImplementedError
 
 	# --- the iterator interface the trainer uses --------------------------------------------------
 
@@ -195,7 +169,7 @@ def _dataset_manifest(dataset_dir: Path) -> dict[str, Any]:
 	return read_json(path)
 
 
-class PretrainLoader(_Loader):
+class PretrainLoader(StepLoader):
 	"""Pretraining batches from the shards of a dataset folder (see `dimgpt.data.store`)."""
 
 	def __init__(
@@ -210,6 +184,9 @@ class PretrainLoader(_Loader):
 		world_size: int = 1,
 		prefetch: int = 4,
 	) -> None:
+		super().__init__(
+			split, batch_size, context_length, seed=seed, rank=rank, world_size=world_size, prefetch=prefetch
+		)
 		dataset_dir = Path(dataset_dir)
 		manifest = _dataset_manifest(dataset_dir)
 		sources = []
@@ -218,13 +195,32 @@ class PretrainLoader(_Loader):
 			# both splits follow the training mix, so that validation measures the loss on the same mix
 			tokens = source_manifest["splits"]["train"]["tokens"]
 			sources.append(_Source(name, shards, tokens * float(source_manifest["multiplier"])))
-		super().__init__(
-			sources,
-			split,
-			batch_size,
-			context_length,
-			seed=seed,
-			rank=rank,
-			world_size=world_size,
-			prefetch=prefetch,
-		)
+		self.sources = [s for s in sources if s.tokens > 0 and s.weight > 0]
+		if not self.sources:
+			raise StoreError(f"no {split} data with a positive multiplier in this dataset: check create-data's summary")
+		weights = np.array([s.weight for s in self.sources], dtype=np.float64)
+		self.probabilities = weights / weights.sum()
+
+	def make_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+		rng = np.random.default_rng([self.seed, self.rank, self.world_size, step])
+		tokens = np.empty((self.batch_size, self.context_length + 1), dtype=np.int64)
+		first_sources = rng.choice(len(self.sources), size=self.batch_size, p=self.probabilities)
+		for row in range(self.batch_size):
+			self.fill_row(rng, tokens[row], int(first_sources[row]))
+		return tokens, np.ones((self.batch_size, self.context_length), dtype=np.float32)
+
+	def fill_row(self, rng: np.random.Generator, tokens: np.ndarray, first: int) -> None:
+		"""A random start in a document of source `first`, then whole random documents."""
+		source = self.sources[first]
+		k, start, end = source.locate_token(int(rng.integers(source.tokens)))
+		n = self._copy(source, k, start, end, tokens, 0)
+		while n < len(tokens):
+			source = self.sources[int(rng.choice(len(self.sources), p=self.probabilities))]
+			k, start, end = source.locate_document(int(rng.integers(source.documents)))
+			n = self._copy(source, k, start, end, tokens, n)
+
+	@staticmethod
+	def _copy(source: _Source, k: int, start: int, end: int, tokens: np.ndarray, n: int) -> int:
+		length = min(end - start, len(tokens) - n)
+		tokens[n : n + length] = source.shards[k].tokens[start : start + length]
+		return n + length

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dimgpt.config import INSTRUCT_RESOURCES, InstructMix
 from dimgpt.data.instruct import ANSWER, PADDING_MARK, PROMPT, insert_preprompt, open_instruct_source
-from dimgpt.data.store import SPLITS, StoreError, read_json
+from dimgpt.data.loader import StepLoader
+from dimgpt.data.store import StoreError, read_json
 from dimgpt.data.tokenizer import PADDING, Tokenizer
 
 RESOURCES = INSTRUCT_RESOURCES
@@ -29,13 +29,14 @@ RESOURCES = INSTRUCT_RESOURCES
 # --- the loader -------------------------------------------------------------------------------------
 
 
-class MixLoader:
+class MixLoader(StepLoader):
 	"""Fine-tuning batches of the instruction store of a dataset folder, drawn as `mix` says.
 
 	Training (`training=True`): each row starts at the beginning of a conversation and is filled with
 	whole conversations (the last one cut at the end of the row), each drawn by group ratio, then
 	uniformly within its group, with a random preprompt at `mix.preprompt_ratio`. Batch `step` comes
-	from its own generator seeded by (seed, rank, world_size, step), so the state is one number.
+	from its own generator seeded by (seed, rank, world_size, step), so the state is one number, and
+	batches are prefetched (`StepLoader`).
 	Validation (`training=False`): one held-out conversation per row, in a fixed shuffled order, each
 	once (rows past the end are empty), with `mix.validation_preprompt`, padded; instruction tokens
 	weigh 0.
@@ -57,18 +58,18 @@ class MixLoader:
 		world_size: int = 1,
 		training: bool | None = None,
 		instruction_weight: float = 0.1,
+		prefetch: int = 4,
 	) -> None:
-		if split not in SPLITS:
-			raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+		super().__init__(
+			split, batch_size, context_length, seed=seed, rank=rank, world_size=world_size, prefetch=prefetch
+		)
 		dataset_dir = Path(dataset_dir)
-		self.split, self.batch_size, self.context_length, self.mix = split, batch_size, context_length, mix
-		self.seed, self.rank, self.world_size = seed, rank, world_size
+		self.mix = mix
 		self.training = split == "train" if training is None else training
 		self.weight_table = np.zeros(256, dtype=np.float32)
 		self.weight_table[ANSWER] = 1.0
 		self.weight_table[PROMPT] = instruction_weight if self.training else 0.0
 		self.weight_table[PADDING_MARK] = 0.0
-		self.step = 0
 
 		manifest_path = dataset_dir / "data.json"
 		if not manifest_path.is_file():
@@ -151,28 +152,6 @@ class MixLoader:
 		length = min(len(tokens), len(row) - n)
 		row[n : n + length], row_marks[n : n + length] = tokens[:length], marks[:length]
 		return n + length
-
-	# --- the loader interface of the trainer
-
-	def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-		"""x [B,T] inputs, y [B,T] targets (x shifted by one), w [B,T] loss weights."""
-		window, weights = self.make_batch(self.step)
-		self.step += 1
-		window = torch.from_numpy(window)
-		return window[:, :-1], window[:, 1:], torch.from_numpy(weights)
-
-	def state_dict(self) -> dict[str, Any]:
-		return {
-			"step": self.step,
-			"seed": self.seed,
-			"rank": self.rank,
-			"world_size": self.world_size,
-			"split": self.split,
-		}
-
-	def load_state_dict(self, state: dict[str, Any]) -> None:
-		self.step = int(state["step"])
-		self.seed = int(state.get("seed", self.seed))
 
 
 def mix_loaders(

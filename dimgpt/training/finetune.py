@@ -135,6 +135,7 @@ def build_finetuner(
 		# The loss of the starting weights on the same validation batches: the "before" of the run.
 		loader = make_loader("validation", None)
 		batches = [loader.next_batch() for _ in range(config.eval_batches)]
+		loader.close()
 		before = validation_loss(load_model(source), batches)
 		if _is_main():
 			run_dir.mkdir(parents=True, exist_ok=True)
