@@ -86,7 +86,7 @@ def run_main_job(
 	for name, path in where.items():
 		paths = path if isinstance(path, list) else [path]
 		print(f"{name:>17}: {', '.join(str(p) for p in paths)}")
-	print(f"chat with it:     python -m dimgpt chat {chat_dir}")
+	print(f"chat with it:     python -m dimgpt chat --model {chat_dir}")
 	return {"times": times, **where}
 
 
