@@ -228,3 +228,13 @@ def test_big_document(fr_tokenizer: Tokenizer, corpus_fr: Path) -> None:
 	big = fr_tokenizer.encode_batch(["\n".join([block] * 20)], clean=False)[0]
 	expected = np.concatenate([np.append(ids, NEW_LINE)] * 20)[:-1]
 	assert np.array_equal(big, expected)
+
+
+def test_training_keeps_every_authorised_character() -> None:
+	# A vocabulary trained on English (ASCII) text still has é, ç, à: French text has no unknown token.
+	english = [d for d in (clean(x) for x in embedded_documents()) if d.isascii()][:200]
+	tokenizer = Tokenizer.train(english, 600, progress=False)
+	assert set(AUTHORISED) - {"\t", "\n"} <= set(tokenizer.vocab)
+	text = "Ça débute à l'été"
+	ids = tokenizer.encode(text)
+	assert UNKNOWN not in ids and tokenizer.decode(ids) == text

@@ -296,8 +296,8 @@ class Tokenizer:
 
 		Merges are learned natively by `tokenizers`' BpeTrainer on the same word split as the encoder.
 		Then tokens longer than max_token_length, ending in a space and longer than 4 characters, holding
-		a non-authorised character or two digits or more are dropped; 0-9, " 0"-" 9" and forced tokens
-		are added; the rest is ranked by how often the encoder uses it on the sample and trimmed to
+		a non-authorised character or two digits or more are dropped; 0-9, " 0"-" 9", every authorised
+		character and forced tokens are added; the rest is ranked by how often the encoder uses it on the sample and trimmed to
 		vocab_size, never dropping a single character.
 		"""
 		sample = [
@@ -331,6 +331,8 @@ class Tokenizer:
 			candidates.add(token)
 		candidates -= set(CONTROL_TOKENS)
 		candidates |= {c for t in candidates for c in t}  # every character of a token is a token
+		# Every authorised character is a token, even one the sample lacks (é on English text).
+		candidates |= authorised
 		ranked = sorted(candidates)
 		counts = np.zeros(len(CONTROL_TOKENS) + len(ranked), dtype=np.int64)
 		scorer = cls([*CONTROL_TOKENS, *ranked])
