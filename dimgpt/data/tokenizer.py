@@ -29,7 +29,7 @@ import os
 import re
 import weakref
 from collections.abc import Iterable, Sequence
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +81,7 @@ class Tokenizer:
 		self._ids = {t: i for i, t in enumerate(self.vocab) if i >= len(CONTROL_TOKENS) and len(t) <= MAX_TOKEN_LENGTH}
 		self._display = [*self.vocab]
 		self._plain = ["", "", "", "\t", "\n", "", "", "", "", "", *self.vocab[len(CONTROL_TOKENS) :]]
-		self._cache: dict[str, tuple[int, ...]] = {}  # chunk -> ids of " " + chunk
+		self._cache: dict[str, list[int]] = {}  # chunk -> ids of " " + chunk
 		self._words: dict[str, list[int]] = {}  # word -> its greedy ids
 		self._workers: tuple[int, mp.pool.Pool, weakref.finalize] | None = None
 
@@ -178,16 +178,39 @@ class Tokenizer:
 		try:
 			found = list(map(cache.__getitem__, chunks[1:]))  # every chunk seen before: all in C
 		except KeyError:
-			found = list(map(cache.get, chunks[1:]))
 			if len(cache) > _CACHE_SIZE:
 				cache.clear()
-			for i, ids in enumerate(found):
-				if ids is None:
-					chunk = chunks[i + 1]
-					ids = found[i] = tuple(self._plain_ids(" " + chunk))
-					if len(chunk) <= MAX_TOKEN_LENGTH * 4:
-						cache[chunk] = ids
+			missing = list(set(islice(chunks, 1, None)).difference(cache))
+			self._learn_chunks(missing)
+			found = list(map(cache.__getitem__, chunks[1:]))
+			for chunk in missing:  # long chunks (rarely seen twice) are not kept
+				if len(chunk) > MAX_TOKEN_LENGTH * 4:
+					del cache[chunk]
 		return chain(self._plain_ids(chunks[0]), chain.from_iterable(found))
+
+	def _learn_chunks(self, chunks: list[str]) -> None:
+		"""Cache the ids of " " + each chunk, all chunks split into words by one regex pass."""
+		# The chunks hold no space, so in " " + " ".join(chunks) a word starts with a space exactly
+		# where a chunk starts (a space is glued to the word after it, or stands alone before a tab,
+		# a newline or the end).
+		words, vocab = self._words, self._ids
+		out: list[list[int]] = []
+		ids: list[int] = []
+		for i, segment in enumerate(_TAB_NEWLINE_RE.split(" " + " ".join(chunks))):
+			if i % 2:
+				ids.append(TAB if segment == "\t" else NEW_LINE)
+				continue
+			for word in WORD_RE.findall(segment):
+				if word[0] == " ":
+					ids = []
+					out.append(ids)
+				word_ids = words.get(word)
+				if word_ids is None:
+					word_ids = greedy(word, vocab)
+					if len(word) <= MAX_TOKEN_LENGTH * 4 and len(words) < _CACHE_SIZE:
+						words[word] = word_ids
+				ids += word_ids
+		self._cache.update(zip(chunks, out))
 
 	def _plain_ids(self, text: str) -> list[int]:
 		"""The DESIGN §2 algorithm written out, for what the cache has not seen."""
