@@ -52,6 +52,7 @@ from dimgpt.data.tokenizer import (
 	USER,
 	Tokenizer,
 )
+from dimgpt.sampling import banned_tokens
 
 if TYPE_CHECKING:
 	from dimgpt.model.transformer import Transformer
@@ -181,7 +182,7 @@ def generation_config(config: ModelConfig) -> dict:
 	"""`generation_config.json`: our sampler's chat-mode rules and default settings, where transformers has them.
 
 	Generation stops at ⮜end-of-text⮞ or ⮜user⮞ (the end of an answer) and never emits the other control
-	tokens, as `dimgpt.sampling.ChatSession`; temperature 0.5 and top-p 0.9 are the release's defaults.
+	tokens but ⮜tab⮞ and ⮜new-line⮞ (text), as `dimgpt.sampling.ChatSession`; temperature 0.5 and top-p 0.9 are the release's defaults.
 	Its repetition penalty (a recency-weighted one) has no equivalent in transformers and is left out.
 	"""
 	stops = [END_OF_TEXT, USER]
@@ -189,7 +190,7 @@ def generation_config(config: ModelConfig) -> dict:
 		"bos_token_id": START_OF_TEXT,
 		"eos_token_id": stops,
 		"pad_token_id": PADDING,
-		"suppress_tokens": [i for i in range(len(CONTROL_TOKENS)) if i not in stops],
+		"suppress_tokens": banned_tokens(stops),
 		"do_sample": True,
 		"temperature": 0.5,
 		"top_p": 0.9,

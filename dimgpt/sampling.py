@@ -6,7 +6,9 @@ streaming) in `Sampler.generate` and `ChatSession.ask`.
 Repetition penalty (as released): the log-probability of a token is multiplied by
 `1 + penalty * (context - age) / context` for each of its occurrences among the last `context`
 tokens (age 0 = the latest token), so a recent repeat is pushed down more than an old one. Then
-temperature (0 = greedy), top-k, top-p. Control tokens other than the stop tokens are never sampled.
+temperature (0 = greedy), top-k, top-p. Control tokens other than the stop tokens are never sampled,
+except ⮜tab⮞ and ⮜new-line⮞, which are text. Ids past the tokenizer's vocabulary (spare slots of a
+larger model vocabulary) are never sampled either.
 
 Chat format (DESIGN §2): `⮜start-of-text⮞ [⮜system⮞ preprompt] ⮜user⮞ question ⮜assistant⮞ answer
 ⮜user⮞ …`. An answer ends at the model's next ⮜user⮞ or ⮜end-of-text⮞ (neither is shown); outside
@@ -27,12 +29,21 @@ from dimgpt.data.tokenizer import (
 	ASSISTANT,
 	CONTROL_TOKENS,
 	END_OF_TEXT,
+	NEW_LINE,
 	START_OF_TEXT,
 	SYSTEM,
+	TAB,
 	USER,
 	Tokenizer,
 )
 from dimgpt.model.transformer import Transformer
+
+TEXT_CONTROL_TOKENS = (TAB, NEW_LINE)  # tab and newline in text: control tokens that may be sampled
+
+
+def banned_tokens(stop_ids: Sequence[int]) -> list[int]:
+	"""The control tokens never sampled: all but the stop tokens, ⮜tab⮞ and ⮜new-line⮞."""
+	return [c for c in range(len(CONTROL_TOKENS)) if c not in stop_ids and c not in TEXT_CONTROL_TOKENS]
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ class Sampler:
 			real[i, L - len(p) :] = True
 		padded = not bool(real.all())
 		banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-		banned[[c for c in range(len(CONTROL_TOKENS)) if c not in stop_ids]] = True
+		banned[banned_tokens(stop_ids)] = True
 		stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
 		generator = None
 		if settings.seed is not None:

@@ -14,7 +14,7 @@ from dimgpt.cli import main
 from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import AUTHORISED, MULTI_EMOJI, clean
 from dimgpt.data.instruct import format_conversations
-from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
+from dimgpt.data.tokenizer import END_OF_TEXT, NEW_LINE, TAB, USER, Tokenizer
 from dimgpt.export import TYPOGRAPHY, checkpoint_path, export_hf, find_vocab, hf_config, hf_state_dict
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
@@ -93,7 +93,7 @@ def test_files_and_config(exported: tuple[Transformer, Path]) -> None:
 	assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 	generation = transformers.GenerationConfig.from_pretrained(directory)
 	assert set(generation.eos_token_id) == {USER, END_OF_TEXT}
-	assert set(generation.suppress_tokens) == set(range(10)) - {USER, END_OF_TEXT}
+	assert set(generation.suppress_tokens) == set(range(10)) - {USER, END_OF_TEXT, TAB, NEW_LINE}
 
 
 def test_greedy_generation_matches(exported: tuple[Transformer, Path]) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dimgpt.config import ModelConfig
-from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, START_OF_TEXT, SYSTEM, USER, Tokenizer
+from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, NEW_LINE, START_OF_TEXT, SYSTEM, TAB, USER, Tokenizer
 from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import (
 	ChatSession,
@@ -28,7 +28,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-	return Tokenizer.train(TEXTS * 10, 300, progress=False)
+	return Tokenizer.train(TEXTS * 10, 600, progress=False)  # every authorised character is a token
 
 
 def _model(vocab_size: int, seed: int = 0) -> Transformer:
@@ -76,15 +76,28 @@ def test_seed_makes_sampling_reproducible():
 
 def test_control_tokens_are_never_sampled():
 	model = _model(40)
+	banned = [i for i in range(10) if i not in (TAB, NEW_LINE)]
 	with torch.no_grad():  # make control tokens the likeliest: their embeddings (tied output rows) grow
-		model.token_embedding.weight[:10] *= 30
+		model.token_embedding.weight[banned] *= 30
 	sampler = Sampler(model)
 	settings = SamplingConfig(temperature=2.0, top_p=1.0, repetition_penalty=0.0, max_new_tokens=300, seed=0)
 	full = list(sampler.steps([[START_OF_TEXT, 20]], settings, stop_ids=()))
 	probs = torch.stack([s.logits[0] for s in full]).softmax(-1)
-	assert probs[:, :10].sum(-1).mean() > 0.5  # without the ban most samples would be control tokens
+	assert probs[:, banned].sum(-1).mean() > 0.5  # without the ban most samples would be control tokens
 	tokens = [int(s.tokens[0]) for s in full]
-	assert len(tokens) == 300 and min(tokens) >= 10
+	assert len(tokens) == 300 and not set(tokens) & set(banned)
+
+
+def test_tab_and_new_line_are_text_and_may_be_sampled(tokenizer: Tokenizer):
+	for token, char in ((NEW_LINE, "\n"), (TAB, "\t")):
+		model = _model(tokenizer.vocab_size)
+		with torch.no_grad():  # make this token the likeliest
+			model.token_embedding.weight[token] *= 30
+		sampler = Sampler(model, tokenizer)
+		text = sampler.generate("Bonjour", SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=20, seed=0))
+		assert char in text
+		chat = ChatSession(sampler, settings=SamplingConfig(temperature=0, max_new_tokens=10))
+		assert char in chat.ask("Qui es-tu ?")
 
 
 def test_generation_stops_at_end_of_text_which_is_not_returned():
