@@ -104,10 +104,11 @@ class Sampler:
 	def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None) -> None:
 		self.model = model
 		self.tokenizer = tokenizer
-		if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
+		# A tokenizer smaller than the model's vocabulary is fine (spare slots, never sampled); larger is not.
+		if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
 			raise ValueError(
-				f"the tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}: "
-				"use the vocab.txt these weights were trained with"
+				f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary only "
+				f"{model.config.vocab_size}: use the vocab.txt these weights were trained with"
 			)
 
 	@property
@@ -138,6 +139,8 @@ class Sampler:
 		padded = not bool(real.all())
 		banned = torch.zeros(vocab, dtype=torch.bool, device=device)
 		banned[banned_tokens(stop_ids)] = True
+		if self.tokenizer is not None:
+			banned[self.tokenizer.vocab_size :] = True  # spare slots: no token to decode
 		stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
 		generator = None
 		if settings.seed is not None:

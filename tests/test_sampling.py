@@ -244,9 +244,26 @@ def test_chat_stops_at_user_and_end_of_text(tokenizer: Tokenizer):
 	assert len(chat.turns[0][1]) < 200 and USER not in chat.turns[0][1]
 
 
-def test_tokenizer_must_match_the_model(tokenizer: Tokenizer):
-	with pytest.raises(ValueError, match=r"vocab\.txt"):
-		Sampler(_model(tokenizer.vocab_size + 1), tokenizer)
+def test_tokenizer_larger_than_the_model_is_an_error(tokenizer: Tokenizer):
+	with pytest.raises(ValueError, match=rf"{tokenizer.vocab_size} tokens.* {tokenizer.vocab_size - 1}: .*vocab\.txt"):
+		Sampler(_model(tokenizer.vocab_size - 1), tokenizer)
+
+
+def test_spare_vocabulary_slots_are_never_sampled(tokenizer: Tokenizer):
+	model = _model(tokenizer.vocab_size + 40)
+	with torch.no_grad():  # make the spare slots the likeliest
+		model.token_embedding.weight[tokenizer.vocab_size :] *= 30
+	sampler = Sampler(model, tokenizer)
+	settings = SamplingConfig(temperature=2.0, top_p=1.0, repetition_penalty=0.0, max_new_tokens=100, seed=0)
+	steps = list(sampler.steps([[START_OF_TEXT, 20]], settings, stop_ids=()))
+	probs = torch.stack([s.logits[0] for s in steps]).softmax(-1)
+	assert probs[:, tokenizer.vocab_size :].sum(-1).mean() > 0.5  # without the mask most samples would be spare
+	assert max(int(s.tokens[0]) for s in steps) < tokenizer.vocab_size
+	assert sampler.generate("Bonjour", SamplingConfig(temperature=0, max_new_tokens=10)) == tokenizer.decode(
+		sampler.generate_ids(
+			[[START_OF_TEXT, *tokenizer.encode("Bonjour")]], SamplingConfig(temperature=0, max_new_tokens=10)
+		)[0]
+	)
 
 
 def test_cli_generate_and_chat(tmp_path, tokenizer: Tokenizer, monkeypatch, capsys):

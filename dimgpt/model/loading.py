@@ -57,8 +57,9 @@ def load_model(
 ) -> Transformer:
 	"""Load a Transformer from a checkpoint or run directory, a .safetensors file or a raw state_dict .pt.
 
-	`vocab_size` (the tokenizer's) is checked against the weights; any mismatch of keys or shapes
-	raises a ValueError naming the file, the key and both shapes.
+	`vocab_size` (the tokenizer's) is checked against the weights: it may be smaller (spare slots of
+	the model's vocabulary), not larger. Any mismatch of keys or shapes raises a ValueError naming the
+	file, the key and both shapes.
 	"""
 	file, config = _locate(Path(path), config)
 	state, metadata = _read(file)
@@ -67,7 +68,7 @@ def load_model(
 		config = from_dict(ModelConfig, json.loads(metadata["dimgpt_model_config"]))
 	if config is None:
 		config = infer_config(state, file)
-	if vocab_size is not None and vocab_size != config.vocab_size:
+	if vocab_size is not None and vocab_size > config.vocab_size:
 		shape = tuple(state["token_embedding.weight"].shape) if "token_embedding.weight" in state else "?"
 		raise ValueError(
 			f"{file}: the weights have a vocabulary of {config.vocab_size} tokens (token_embedding.weight "
