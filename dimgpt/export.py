@@ -52,6 +52,7 @@ from dimgpt.data.tokenizer import (
 	USER,
 	Tokenizer,
 )
+from dimgpt.model.loading import find_vocab
 from dimgpt.sampling import banned_tokens
 
 if TYPE_CHECKING:
@@ -367,23 +368,6 @@ def checkpoint_path(path: str | Path, which: str = "auto") -> Path:
 		f"{path} holds no model.safetensors and no checkpoints/{'|'.join(order[which])}/model.safetensors: "
 		"give a run directory, a checkpoint directory or a weights file"
 	)
-
-
-def find_vocab(path: str | Path) -> Path | None:
-	"""The `vocab.txt` of the model at `path`: next to it, or in a parent run directory or its dataset."""
-	path = Path(path).resolve()
-	start = path if path.is_dir() else path.parent
-	for directory in [start, *list(start.parents)[:3]]:
-		candidates = [directory / "vocab.txt", directory / "data" / "vocab.txt", directory / "dataset" / "vocab.txt"]
-		try:  # a fine-tuning run records the dataset it was trained on
-			info = json.loads((directory / "finetune.json").read_text(encoding="utf-8"))
-			candidates.append(Path(info["dataset"]) / "vocab.txt")
-		except (OSError, ValueError, KeyError, TypeError):
-			pass
-		for candidate in candidates:
-			if candidate.is_file():
-				return candidate
-	return None
 
 
 def _write_json(path: Path, data: dict) -> None:

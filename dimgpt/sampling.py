@@ -345,20 +345,9 @@ def pick_device(device: str = "auto") -> torch.device:
 	return torch.device(device)
 
 
-def find_vocab(weights: str | Path) -> Path | None:
-	"""The vocab.txt next to the weights, or in their run or data directory (a few levels up)."""
-	path = Path(weights).resolve()
-	start = path if path.is_dir() else path.parent
-	for directory in [start, *list(start.parents)[:3]]:
-		for candidate in (directory / "vocab.txt", directory / "data" / "vocab.txt"):
-			if candidate.is_file():
-				return candidate
-	return None
-
-
 def load_sampler(model: str | Path, vocab: str | Path | None = None, device: str = "auto") -> Sampler:
 	"""A Sampler for the weights at `model` (see `load_model`) and its vocab.txt (found when not given)."""
-	from dimgpt.model.loading import load_model
+	from dimgpt.model.loading import find_vocab, load_model
 
 	if not Path(model).exists():
 		raise FileNotFoundError(

@@ -187,3 +187,21 @@ def _check(state: dict[str, torch.Tensor], config: ModelConfig, file: Path) -> N
 		state[TIED_KEY], state["token_embedding.weight"]
 	):
 		raise ValueError(f"{file}: {TIED_KEY} differs from token_embedding.weight, but the output layer is tied")
+
+
+def find_vocab(path: str | Path) -> Path | None:
+	"""The `vocab.txt` of the model at `path`: next to it, in a parent run directory or its data/dataset
+	directory, or in the dataset a fine-tuning run records in its finetune.json (None when none is found)."""
+	path = Path(path).resolve()
+	start = path if path.is_dir() else path.parent
+	for directory in [start, *list(start.parents)[:3]]:
+		candidates = [directory / "vocab.txt", directory / "data" / "vocab.txt", directory / "dataset" / "vocab.txt"]
+		try:  # a fine-tuning run records the dataset it was trained on
+			info = json.loads((directory / "finetune.json").read_text(encoding="utf-8"))
+			candidates.append(Path(info["dataset"]) / "vocab.txt")
+		except (OSError, ValueError, KeyError, TypeError):
+			pass
+		for candidate in candidates:
+			if candidate.is_file():
+				return candidate
+	return None
