@@ -29,7 +29,7 @@ import os
 import re
 import weakref
 from collections.abc import Iterable, Sequence
-from itertools import chain, islice
+from itertools import chain, compress, count, islice, repeat
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ WORD_PATTERN = r" ?[0-9]+| ?\p{L}+| ?[^ 0-9\p{L}]+| +(?![^ ])| +"
 _CONTROL_RE = re.compile("(" + "|".join(re.escape(t) for t in CONTROL_TOKENS) + ")")
 WORD_RE = regex.compile(WORD_PATTERN)
 _TAB_NEWLINE_RE = re.compile("([\t\n])")
+_TAB_NEWLINE_IDS = {"\t": [TAB], "\n": [NEW_LINE]}
 _SPACE_RUN_RE = re.compile("(  +)")
 _ONE = [np.array([i], dtype=np.int32) for i in range(len(CONTROL_TOKENS))]
 _HF_MAX_WORD = 1_000  # tokenizer.json: longer words (never seen in real text) become one unknown there
@@ -79,10 +80,11 @@ class Tokenizer:
 		self.vocab = list(vocab)
 		_check_vocab(self.vocab, "the vocabulary")
 		self._ids = {t: i for i, t in enumerate(self.vocab) if i >= len(CONTROL_TOKENS) and len(t) <= MAX_TOKEN_LENGTH}
+		self._reach = _reach(self._ids)
 		self._display = [*self.vocab]
 		self._plain = ["", "", "", "\t", "\n", "", "", "", "", "", *self.vocab[len(CONTROL_TOKENS) :]]
 		self._cache: dict[str, list[int]] = {}  # chunk -> ids of " " + chunk
-		self._words: dict[str, list[int]] = {}  # word -> its greedy ids
+		self._words: dict[str, list[int]] = dict(_TAB_NEWLINE_IDS)  # word -> its greedy ids
 		self._workers: tuple[int, mp.pool.Pool, weakref.finalize] | None = None
 
 	@property
@@ -164,10 +166,10 @@ class Tokenizer:
 		ids = list(self._spaced_ids(pieces[0]))
 		for run, piece in zip(pieces[1::2], pieces[2::2]):
 			if piece == "" or piece[0] in "\t\n":
-				ids += greedy(run, self._ids)
+				ids += greedy(run, self._ids, reach=self._reach)
 				ids += self._spaced_ids(piece)
 			else:
-				ids += greedy(run[:-1], self._ids)
+				ids += greedy(run[:-1], self._ids, reach=self._reach)
 				ids += self._spaced_ids(" " + piece)
 		return np.array(ids, dtype=np.int32)
 
@@ -192,25 +194,28 @@ class Tokenizer:
 		"""Cache the ids of " " + each chunk, all chunks split into words by one regex pass."""
 		# The chunks hold no space, so in " " + " ".join(chunks) a word starts with a space exactly
 		# where a chunk starts (a space is glued to the word after it, or stands alone before a tab,
-		# a newline or the end).
-		words, vocab = self._words, self._ids
-		out: list[list[int]] = []
-		ids: list[int] = []
-		for i, segment in enumerate(_TAB_NEWLINE_RE.split(" " + " ".join(chunks))):
-			if i % 2:
-				ids.append(TAB if segment == "\t" else NEW_LINE)
-				continue
-			for word in WORD_RE.findall(segment):
-				if word[0] == " ":
-					ids = []
-					out.append(ids)
-				word_ids = words.get(word)
-				if word_ids is None:
-					word_ids = greedy(word, vocab)
-					if len(word) <= MAX_TOKEN_LENGTH * 4 and len(words) < _CACHE_SIZE:
-						words[word] = word_ids
-				ids += word_ids
-		self._cache.update(zip(chunks, out))
+		# a newline or the end). Tabs and newlines are words of their own here.
+		segments = _TAB_NEWLINE_RE.split(" " + " ".join(chunks))
+		found = WORD_RE.findall(segments[0])
+		for i in range(1, len(segments), 2):
+			found.append(segments[i])
+			found += WORD_RE.findall(segments[i + 1])
+		words = self._words
+		if len(words) > _CACHE_SIZE:
+			words.clear()
+			words.update(_TAB_NEWLINE_IDS)
+		unseen = set(found).difference(words)
+		for word in unseen:
+			words[word] = greedy(word, self._ids, reach=self._reach)
+		ids = list(map(words.__getitem__, found))
+		for word in unseen:  # long words (rarely seen twice) are not kept
+			if len(word) > MAX_TOKEN_LENGTH * 4:
+				del words[word]
+		starts = list(compress(count(), map(str.startswith, found, repeat(" "))))
+		ends = [*starts[1:], len(found)]
+		self._cache.update(
+			zip(chunks, [ids[a] if b - a == 1 else [*chain.from_iterable(ids[a:b])] for a, b in zip(starts, ends)])
+		)
 
 	def _plain_ids(self, text: str) -> list[int]:
 		"""The DESIGN §2 algorithm written out, for what the cache has not seen."""
@@ -223,7 +228,7 @@ class Tokenizer:
 				for word in WORD_RE.findall(segment):
 					ids = words.get(word)
 					if ids is None:
-						ids = greedy(word, self._ids)
+						ids = greedy(word, self._ids, reach=self._reach)
 						if len(word) <= MAX_TOKEN_LENGTH * 4 and len(words) < _CACHE_SIZE:
 							words[word] = ids
 					out += ids
@@ -374,12 +379,19 @@ class Tokenizer:
 		return cls([*CONTROL_TOKENS, *(ranked[k] for k in order if ranked[k] in chosen)])
 
 
-def greedy(word: str, ids: dict[str, int], max_length: int = MAX_TOKEN_LENGTH) -> list[int]:
-	"""Cut `word` left to right into the longest tokens of `ids`; a character with no token is unknown."""
+def greedy(
+	word: str, ids: dict[str, int], max_length: int = MAX_TOKEN_LENGTH, reach: dict[str, int] | None = None
+) -> list[int]:
+	"""Cut `word` left to right into the longest tokens of `ids`; a character with no token is unknown.
+
+	reach (from `_reach(ids)`), optional, maps two characters to the length of the longest token
+	starting with them: the search at a position starts there instead of at max_length.
+	"""
 	out = []
 	i, n = 0, len(word)
 	while i < n:
-		for j in range(min(n, i + max_length), i, -1):
+		top = min(n, i + max_length) if reach is None else min(n, i + reach.get(word[i : i + 2], 1))
+		for j in range(top, i, -1):
 			token_id = ids.get(word[i:j])
 			if token_id is not None:
 				out.append(token_id)
@@ -389,6 +401,15 @@ def greedy(word: str, ids: dict[str, int], max_length: int = MAX_TOKEN_LENGTH) -
 			out.append(UNKNOWN)
 			i += 1
 	return out
+
+
+def _reach(ids: dict[str, int]) -> dict[str, int]:
+	"""Length of the longest token starting with each pair of characters."""
+	reach: dict[str, int] = {}
+	for token in ids:
+		if len(token) >= 2 and reach.get(token[:2], 0) < len(token):
+			reach[token[:2]] = len(token)
+	return reach
 
 
 def _chunks(text: str, size: int) -> Iterable[str]:
