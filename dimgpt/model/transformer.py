@@ -30,6 +30,27 @@ class RMSNorm(nn.Module):
 		return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
 
+class FusedWeight:
+	"""Several Linear weights concatenated along the output dim for one matmul at inference (no grad).
+
+	Built on first use and rebuilt whenever a weight changes (in-place update: its version counter;
+	replaced or moved: its storage), so it always computes what the separate layers compute. The
+	state_dict keeps the separate weights.
+	"""
+
+	def __init__(self, *layers: nn.Linear) -> None:
+		self.layers = layers
+		self.key: tuple | None = None
+		self.weight: torch.Tensor | None = None
+
+	def __call__(self) -> torch.Tensor:
+		key = tuple((w._version, w.data_ptr(), w.dtype, w.device) for w in (layer.weight for layer in self.layers))
+		if key != self.key:
+			self.weight = torch.cat([layer.weight.detach() for layer in self.layers])
+			self.key = key
+		return self.weight
+
+
 def rope_frequencies(head_dim: int, theta: float, device: torch.device | str = "cpu") -> torch.Tensor:
 	"""theta^(-2k / head_dim) for each pair k, in float32."""
 	return 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
@@ -56,6 +77,8 @@ class Attention(nn.Module):
 		self.key = nn.Linear(config.dim, config.kv_dim, bias=False)
 		self.value = nn.Linear(config.dim, config.kv_dim, bias=False)
 		self.projection = nn.Linear(config.dim, config.dim, bias=False)
+		self.fused = FusedWeight(self.query, self.key, self.value)  # not a Module: no state_dict entry
+		self.split = (config.dim, config.kv_dim, config.kv_dim)
 
 	def forward(
 		self,
@@ -67,9 +90,13 @@ class Attention(nn.Module):
 		layer: int = 0,
 	) -> torch.Tensor:
 		B, T, _ = x.shape
-		q = self.query(x).view(B, T, self.n_heads, self.head_dim)
-		k = self.key(x).view(B, T, self.n_kv_heads, self.head_dim)
-		v = self.value(x).view(B, T, self.n_kv_heads, self.head_dim)
+		if torch.is_grad_enabled():
+			q, k, v = self.query(x), self.key(x), self.value(x)
+		else:  # inference: one matmul for the three projections
+			q, k, v = F.linear(x, self.fused()).split(self.split, dim=-1)
+		q = q.view(B, T, self.n_heads, self.head_dim)
+		k = k.view(B, T, self.n_kv_heads, self.head_dim)
+		v = v.view(B, T, self.n_kv_heads, self.head_dim)
 		q, k = apply_rope(q, rope), apply_rope(k, rope)
 		if cache is None:
 			y = attention(q, k, v, self.window, backend, mask)
@@ -86,9 +113,13 @@ class FeedForward(nn.Module):
 		self.linear_1 = nn.Linear(config.dim, config.hidden_dim, bias=False)
 		self.linear_2 = nn.Linear(config.dim, config.hidden_dim, bias=False)
 		self.linear_3 = nn.Linear(config.hidden_dim, config.dim, bias=False)
+		self.fused = FusedWeight(self.linear_1, self.linear_2)  # not a Module: no state_dict entry
 
 	def forward(self, x: torch.Tensor) -> torch.Tensor:
-		return self.linear_3(F.silu(self.linear_1(x)) * self.linear_2(x))
+		if torch.is_grad_enabled():
+			return self.linear_3(F.silu(self.linear_1(x)) * self.linear_2(x))
+		gate, up = F.linear(x, self.fused()).chunk(2, dim=-1)  # inference: one matmul for linear_1 and linear_2
+		return self.linear_3(F.silu(gate) * up)
 
 
 class Block(nn.Module):
