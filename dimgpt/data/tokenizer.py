@@ -10,14 +10,17 @@ Fast path. Cutting a text just before a space that follows a non-space is always
 (a space is glued to the next word), so a text with no double space is the concatenation of its
 space-separated chunks, each encoded on its own as " " + chunk. `str.split(" ")` makes the chunks in
 C, a dict maps each chunk to its ids (a word cache, as in tiktoken), and only chunks never seen go
-through the plain algorithm. Runs of 2+ spaces are cut out first and encoded by the rule. Long
+through the plain algorithm: all of a piece's unseen chunks at once (one set difference, one regex
+pass over them joined), each unseen word cut greedily with the search starting at the longest token
+that begins with its next two characters. Runs of 2+ spaces are cut out first and encoded by the rule. Long
 documents are encoded in chunks of about 1M characters (bounded memory), and `encode_batch` spreads
 the work over a pool of processes, one per core.
 
 Hugging Face `tokenizers` serves twice: its BpeTrainer learns the merges natively for training, and
 `save_hf` exports a WordPiece tokenizer.json (empty continuing-subword prefix) that reproduces the
 greedy encoder on cleaned text. Its Rust encoder is not used for encoding: measured here, WordPiece's
-longest-match loop (restarting from the word end) was slower than this word cache.
+longest-match loop (restarting from the word end) was slower than this word cache, and slower
+than the Python greedy on a batch of unseen words too (0.19 s against 0.08 s for 41k words).
 """
 
 from __future__ import annotations
