@@ -26,6 +26,8 @@ class RMSNorm(nn.Module):
 	def forward(self, x: torch.Tensor) -> torch.Tensor:
 		# x * rsqrt(mean(x²) + eps) * weight, in float32: the mean of squares over/underflows in half precision.
 		if x.dtype == torch.float32:
+			if not torch.is_grad_enabled():  # inference: 4 small ops beat rms_norm's CPU decomposition
+				return x * torch.rsqrt(x.square().mean(-1, keepdim=True).add_(self.eps)) * self.weight
 			return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 		return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
@@ -92,12 +94,15 @@ class Attention(nn.Module):
 		B, T, _ = x.shape
 		if torch.is_grad_enabled():
 			q, k, v = self.query(x), self.key(x), self.value(x)
-		else:  # inference: one matmul for the three projections
-			q, k, v = F.linear(x, self.fused()).split(self.split, dim=-1)
-		q = q.view(B, T, self.n_heads, self.head_dim)
-		k = k.view(B, T, self.n_kv_heads, self.head_dim)
-		v = v.view(B, T, self.n_kv_heads, self.head_dim)
-		q, k = apply_rope(q, rope), apply_rope(k, rope)
+			q = q.view(B, T, self.n_heads, self.head_dim)
+			k = k.view(B, T, self.n_kv_heads, self.head_dim)
+			q, k = apply_rope(q, rope), apply_rope(k, rope)
+		else:  # inference: one matmul for the three projections, one rotation for the query and key heads
+			qkv = F.linear(x, self.fused())
+			qk = apply_rope(qkv[..., : self.split[0] + self.split[1]].view(B, T, -1, self.head_dim), rope)
+			q, k = qk.split((self.n_heads, self.n_kv_heads), dim=2)
+			v = qkv[..., self.split[0] + self.split[1] :]
+		v = v.reshape(B, T, self.n_kv_heads, self.head_dim)
 		if cache is None:
 			y = attention(q, k, v, self.window, backend, mask)
 		else:
