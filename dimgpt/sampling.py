@@ -115,7 +115,7 @@ class Sampler:
 	def device(self) -> torch.device:
 		return self.model.token_embedding.weight.device
 
-	@torch.no_grad()
+	@torch.inference_mode()  # no autograd bookkeeping at all: less per-op overhead per token than no_grad
 	def steps(
 		self,
 		prompts: Sequence[Sequence[int]],
