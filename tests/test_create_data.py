@@ -174,12 +174,12 @@ def test_shards_of_another_tokenizer_are_refused(built: tuple[Path, dict], corpu
 	reference, _ = built
 	shutil.copytree(reference, tmp_path / "d")
 	with pytest.raises(StoreError, match="another tokenizer") as error:
-		create_data(config_for(corpus, vocab_size=500), tmp_path / "d", force_tokenizer=True, progress=False)
+		create_data(config_for(corpus, vocab_size=700), tmp_path / "d", force_tokenizer=True, progress=False)
 	assert "source.json" in str(error.value) and "delete" in str(error.value)
 	# a run interrupted before its source manifest: the shards themselves are checked
 	(tmp_path / "d" / "pretrain" / "legi" / "source.json").unlink()
 	with pytest.raises(StoreError, match="another tokenizer") as error:
-		create_data(config_for(corpus, vocab_size=500), tmp_path / "d", progress=False)
+		create_data(config_for(corpus, vocab_size=700), tmp_path / "d", progress=False)
 	assert "train_00000.json" in str(error.value)
 
 
@@ -200,7 +200,7 @@ def test_notebook_runs_on_the_tiny_preset(tmp_path: Path) -> None:
 	out = tmp_path / "data"
 	notebook = execute_notebook(
 		"create_data.ipynb",
-		{"PRESET": "tiny", "OUT_DIR": str(out), "VOCAB_SIZE": 400, "TOKENIZER_CHARS": 200_000},
+		{"PRESET": "tiny", "OUT_DIR": str(out), "VOCAB_SIZE": 600, "TOKENIZER_CHARS": 200_000},
 		cwd=ROOT,
 	)
 	text = outputs_text(notebook)
