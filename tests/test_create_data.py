@@ -206,5 +206,5 @@ def test_notebook_runs_on_the_tiny_preset(tmp_path: Path) -> None:
 	text = outputs_text(notebook)
 	assert (out / "data.json").exists() and (out / "vocab.txt").exists()
 	summary = json.loads((out / "data.json").read_text())
-	assert summary["vocab_size"] == 400
+	assert summary["vocab_size"] == 600
 	assert "chars/token" in text and "embedded" in text
