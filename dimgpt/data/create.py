@@ -252,6 +252,18 @@ def _lines(path: Path):
 # --- 4. encoding -----------------------------------------------------------------------------------
 
 
+def _earlier_manifest(directory: Path, settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, Any] | None:
+	"""The manifest a finished earlier run left in `directory` with these settings, else None.
+
+	Raises when that run used another tokenizer (its token ids would mean other text)."""
+	path = directory / "source.json"
+	if not path.exists():
+		return None
+	manifest = read_json(path)
+	check_fingerprint(manifest, path, tokenizer.fingerprint)
+	return manifest if manifest.get("settings") == settings else None
+
+
 def _encode_source(
 	config: DataConfig,
 	source: SourceConfig,
@@ -272,12 +284,11 @@ def _encode_source(
 		"validation_fraction": config.validation_fraction,
 		"min_validation_documents": config.min_validation_documents,
 	}
+	earlier = _earlier_manifest(directory, settings, tokenizer)
+	if earlier is not None:
+		return earlier
 	manifest_path = directory / "source.json"
 	if manifest_path.exists():
-		manifest = read_json(manifest_path)
-		check_fingerprint(manifest, manifest_path, tokenizer.fingerprint)
-		if manifest.get("settings") == settings:
-			return manifest
 		raise StoreError(
 			f"{manifest_path} was made with other settings: delete {directory} (or choose another output folder)"
 		)
@@ -427,12 +438,9 @@ def _instruct_source(
 		"validation_fraction": config.instruct_validation_fraction,
 		"min_validation_documents": config.min_validation_documents,
 	}
-	manifest_path = directory / "source.json"
-	if manifest_path.exists():
-		manifest = read_json(manifest_path)
-		check_fingerprint(manifest, manifest_path, tokenizer.fingerprint)
-		if manifest.get("settings") == settings:
-			return manifest
+	earlier = _earlier_manifest(directory, settings, tokenizer)
+	if earlier is not None:
+		return earlier  # instruction stores are small: other settings simply rebuild them
 	records = tqdm(
 		read_records(source, cache_dir=cache), desc=f"instruct {source.name}", unit="conv", disable=not progress
 	)
