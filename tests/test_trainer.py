@@ -197,6 +197,24 @@ def test_token_budget_metrics_plots_and_best_checkpoint(tiny_data: Path, tmp_pat
 		assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_validation_with_nothing_to_score_reports_no_loss_and_keeps_no_best(tiny_data: Path, tmp_path: Path) -> None:
+	batches = real_batches(tiny_data, 2, 4)
+	unscored = [(x, y, torch.zeros_like(w)) for x, y, w in batches]  # e.g. no answer token in the batch
+	config = replace(QUICK, max_steps=2, eval_every=1, eval_batches=2)
+	trainer = Trainer(SMALL, config, tmp_path, ListLoader(batches), ListLoader(unscored), progress=False)
+	result = trainer.fit()
+	trainer.close()
+	vals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "val_loss" in r]
+	assert len(vals) == 2 and all(math.isnan(r["val_loss"]) and math.isnan(r["val_accuracy"]) for r in vals)
+	assert result.best_val_loss is None and not (tmp_path / "checkpoints" / "best").exists()
+
+	# The same batches with their weights give a finite loss, and a best checkpoint.
+	trainer = Trainer(SMALL, config, tmp_path / "scored", ListLoader(batches), ListLoader(batches), progress=False)
+	result = trainer.fit()
+	trainer.close()
+	assert math.isfinite(result.best_val_loss) and (tmp_path / "scored" / "checkpoints" / "best").exists()
+
+
 def test_stop_file_saves_and_stops(tiny_data: Path, tmp_path: Path) -> None:
 	loader = ListLoader(real_batches(tiny_data, 3, 4))
 	trainer = Trainer(SMALL, replace(QUICK, max_steps=2), tmp_path, loader, progress=False)

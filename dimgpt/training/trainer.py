@@ -327,7 +327,8 @@ class Trainer:
 			sums += torch.stack([loss_sum, hits, w.sum(dtype=torch.float32)])
 		all_reduce(sums, self.env)
 		loss, hits, weight = sums.tolist()
-		weight = max(weight, 1e-6)
+		if weight <= 0:  # nothing to score (no answer token in the validation batches): no figure, not 0
+			return {"val_loss": math.nan, "val_accuracy": math.nan}
 		return {"val_loss": loss / weight, "val_accuracy": hits / weight}
 
 	# --- the loop -----------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ class Trainer:
 		result = self.evaluate()
 		self.val_loss = result["val_loss"]
 		self._log({"step": self.step, "tokens": self.tokens, **result})
-		if self.best_val_loss is None or self.val_loss < self.best_val_loss:
+		if math.isfinite(self.val_loss) and (self.best_val_loss is None or self.val_loss < self.best_val_loss):
 			self.best_val_loss = self.val_loss
 			self.save(self.best_dir)
 		self._validated_step = self.step
