@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizer_oracle import encode as oracle_encode
 
+from dimgpt.data import greedy_kernel
 from dimgpt.data.cleaning import AUTHORISED, MULTI_EMOJI, clean, unclean
 from dimgpt.data.corpus import embedded_documents
 from dimgpt.data.tokenizer import ASSISTANT, CONTROL_TOKENS, NEW_LINE, TAB, UNKNOWN, USER, Tokenizer
@@ -34,21 +35,39 @@ def read_corpus(corpus_dir: Path, chars: int, skip: int = 0) -> list[str]:
 	return docs
 
 
-@pytest.fixture(scope="module")
-def embedded_tokenizer() -> Tokenizer:
-	return Tokenizer.train(embedded_documents(), 1_000, forced_tokens=("Python",), progress=False)
+ENCODERS = [
+	pytest.param(True, id="compiled", marks=pytest.mark.skipif(not greedy_kernel.available(), reason="needs numba")),
+	pytest.param(False, id="word-cache"),
+]
+
+
+@pytest.fixture(scope="module", params=ENCODERS)
+def compiled(request: pytest.FixtureRequest) -> bool:
+	"""Every encoding test runs on both encoders: the numba kernel and the pure-Python word cache."""
+	return request.param
 
 
 @pytest.fixture(scope="module")
-def fr_tokenizer(corpus_fr: Path) -> Tokenizer:
-	return Tokenizer.train(read_corpus(corpus_fr, 1_000_000), 2_000, progress=False)
+def embedded_vocab() -> list[str]:
+	return Tokenizer.train(embedded_documents(), 1_000, forced_tokens=("Python",), progress=False).vocab
 
 
 @pytest.fixture(scope="module")
-def holey_tokenizer() -> Tokenizer:
+def embedded_tokenizer(embedded_vocab: list[str], compiled: bool) -> Tokenizer:
+	return Tokenizer(embedded_vocab, compiled=compiled)
+
+
+@pytest.fixture(scope="module")
+def fr_tokenizer(corpus_fr: Path, compiled: bool) -> Tokenizer:
+	return Tokenizer(Tokenizer.train(read_corpus(corpus_fr, 1_000_000), 2_000, progress=False).vocab, compiled=compiled)
+
+
+@pytest.fixture(scope="module")
+def holey_tokenizer(compiled: bool) -> Tokenizer:
 	# Tokens whose characters are not tokens on their own, no single space, a 2-space token: the hard cases.
 	return Tokenizer(
-		[*CONTROL_TOKENS, "ab", " ab", "abc", "xyz", "x", "  ", " z", "é", "1", " 1", "!", "?!", "⮜", "a", "b", "c"]
+		[*CONTROL_TOKENS, "ab", " ab", "abc", "xyz", "x", "  ", " z", "é", "1", " 1", "!", "?!", "⮜", "a", "b", "c"],
+		compiled=compiled,
 	)
 
 

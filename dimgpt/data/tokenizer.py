@@ -6,7 +6,11 @@ single space glued to the front of the next word, a space run giving its last sp
 word); each word is cut greedily left to right into the longest vocabulary token of at most 16
 characters; a character with no token gives ⮜unknown⮞.
 
-Fast path. Cutting a text just before a space that follows a non-space is always a word boundary
+Two encoders give the same ids. When numba is installed, `greedy_kernel` compiles the split and the
+greedy match into one pass over the code points (a trie walk per token). Without it, the pure-Python
+word cache below does the work, several times slower.
+
+Word cache. Cutting a text just before a space that follows a non-space is always a word boundary
 (a space is glued to the next word), so a text with no double space is the concatenation of its
 space-separated chunks, each encoded on its own as " " + chunk. `str.split(" ")` makes the chunks in
 C, a dict maps each chunk to its ids (a word cache, as in tiktoken), and only chunks never seen go
@@ -43,6 +47,7 @@ from tokenizers.models import BPE, WordPiece
 from tokenizers.trainers import BpeTrainer
 from tqdm.auto import tqdm
 
+from dimgpt.data import greedy_kernel
 from dimgpt.data.cleaning import AUTHORISED, unclean
 from dimgpt.data.cleaning import clean as clean_text
 
@@ -79,8 +84,11 @@ _TASK_CHARS = 1 << 19  # characters sent to a worker at once
 class Tokenizer:
 	"""A DimensionGPT vocabulary (control tokens at ids 0-9) and its fast greedy encoder."""
 
-	def __init__(self, vocab: Sequence[str]) -> None:
+	def __init__(self, vocab: Sequence[str], *, compiled: bool | None = None) -> None:
+		"""compiled: encode with the numba kernel (default: when numba is installed) or the word cache."""
 		self.vocab = list(vocab)
+		self.compiled = greedy_kernel.available() if compiled is None else compiled
+		self._trie: greedy_kernel.Trie | None = None  # built on first use
 		_check_vocab(self.vocab, "the vocabulary")
 		self._ids = {t: i for i, t in enumerate(self.vocab) if i >= len(CONTROL_TOKENS) and len(t) <= MAX_TOKEN_LENGTH}
 		self._reach = _reach(self._ids)
@@ -157,8 +165,17 @@ class Tokenizer:
 		return self._encode_text(clean_text(text) if clean else text)
 
 	def _encode_text(self, text: str) -> np.ndarray:
-		parts = [self._encode_chunk(chunk) for chunk in _chunks(text, _CHUNK_CHARS)]
+		encode = self._compiled_trie().encode if self.compiled else self._encode_chunk
+		parts = [encode(chunk) for chunk in _chunks(text, _CHUNK_CHARS)]
 		return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+	def _compiled_trie(self) -> greedy_kernel.Trie:
+		"""The vocabulary's trie, its kernel compiled (or loaded from the disk cache) on first use."""
+		if self._trie is None:
+			trie = greedy_kernel.Trie(self._ids)
+			trie.encode("")  # compile now, so that forked workers inherit the machine code
+			self._trie = trie
+		return self._trie
 
 	def _encode_chunk(self, text: str) -> np.ndarray:
 		if "  " not in text:
@@ -264,7 +281,8 @@ class Tokenizer:
 		if self._workers is None or self._workers[0] != workers:
 			self.close()
 			method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-			pool = mp.get_context(method).Pool(workers, initializer=_worker_init, initargs=(self.vocab,))
+			trie = self._compiled_trie() if self.compiled else None  # built once, shared by the workers
+			pool = mp.get_context(method).Pool(workers, initializer=_worker_init, initargs=(self.vocab, trie))
 			self._workers = (workers, pool, weakref.finalize(self, pool.terminate))
 		return self._workers[1]
 
@@ -466,9 +484,10 @@ def _check_vocab(vocab: list[str], where: str) -> None:
 _worker_tokenizer: Tokenizer | None = None  # the tokenizer of a worker process (set once, by _worker_init)
 
 
-def _worker_init(vocab: list[str]) -> None:
+def _worker_init(vocab: list[str], trie: greedy_kernel.Trie | None) -> None:
 	global _worker_tokenizer
-	_worker_tokenizer = Tokenizer(vocab)
+	_worker_tokenizer = Tokenizer(vocab, compiled=trie is not None)
+	_worker_tokenizer._trie = trie
 
 
 def _worker_encode(batch: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
