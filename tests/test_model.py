@@ -197,3 +197,28 @@ def test_left_padded_batch_matches_single_prompts():
 	torch.testing.assert_close(first[1, 12:], full_b[0, :18], rtol=1e-5, atol=1e-5)
 	torch.testing.assert_close(torch.cat(steps, 1)[0], full_a[0, 30:], rtol=1e-5, atol=1e-5)
 	torch.testing.assert_close(torch.cat(steps, 1)[1], full_b[0, 18:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("toggle_train", [True, False])
+def test_inference_weights_follow_a_fused_optimizer_step(toggle_train: bool) -> None:
+	# AdamW(fused=True) updates the weights in place without bumping their version counters: the
+	# concatenated inference weights must not stay those of before the step.
+	model = _model().eval()
+	tokens = torch.randint(0, SMALL.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+	with torch.no_grad():
+		model(tokens)  # builds the inference weights
+	model.train()
+	model(tokens).logsumexp(-1).mean().backward()
+	optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+	versions = [p._version for p in model.parameters()]
+	optimizer.step()
+	assert [p._version for p in model.parameters()] == versions  # what makes the cache go stale
+	if toggle_train:
+		model.train()  # a training loop's next step
+	else:
+		model.clear_inference_cache()
+	model.eval()
+	fresh = _model(seed=1)
+	fresh.load_state_dict(model.state_dict())
+	with torch.no_grad():
+		torch.testing.assert_close(model(tokens), fresh.eval()(tokens))

@@ -37,7 +37,9 @@ class FusedWeight:
 
 	Built on first use and rebuilt whenever a weight changes (in-place update: its version counter;
 	replaced or moved: its storage), so it always computes what the separate layers compute. The
-	state_dict keeps the separate weights.
+	state_dict keeps the separate weights. Fused optimizers (AdamW(fused=True)) update weights in
+	place without bumping their version counter: `Transformer.train()` and the trainer's optimizer
+	step therefore clear the copy (`Transformer.clear_inference_cache`).
 	"""
 
 	def __init__(self, *layers: nn.Linear) -> None:
@@ -51,6 +53,9 @@ class FusedWeight:
 			self.weight = torch.cat([layer.weight.detach() for layer in self.layers])
 			self.key = key
 		return self.weight
+
+	def clear(self) -> None:
+		self.key = self.weight = None
 
 
 def rope_frequencies(head_dim: int, theta: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -171,6 +176,21 @@ class Transformer(nn.Module):
 
 	def num_parameters(self) -> int:
 		return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
+
+	def clear_inference_cache(self) -> None:
+		"""Drop the concatenated inference weights; the next no-grad forward rebuilds them.
+
+		Needed after an in-place weight update that leaves the version counters as they were (a
+		fused optimizer step); `train()` does it too, so a training loop needs nothing more.
+		"""
+		for module in self.modules():
+			if isinstance(module, Attention | FeedForward):
+				module.fused.clear()
+
+	def train(self, mode: bool = True) -> Transformer:
+		if mode:
+			self.clear_inference_cache()
+		return super().train(mode)
 
 	def forward(
 		self, tokens: torch.Tensor, cache: KVCache | None = None, padding: torch.Tensor | None = None
