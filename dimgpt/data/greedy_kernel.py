@@ -14,6 +14,7 @@ cache. The compiled function is cached on disk next to this file when that folde
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
@@ -26,8 +27,16 @@ _UNKNOWN, _TAB, _NEW_LINE = 0, 3, 4  # the control token ids the kernel writes
 _classes: np.ndarray | None = None
 
 
+@functools.cache
 def available() -> bool:
-	return importlib.util.find_spec("numba") is not None
+	"""Whether numba imports here (absent, or built for another NumPy: the word cache is used)."""
+	if importlib.util.find_spec("numba") is None:
+		return False
+	try:
+		import numba  # noqa: F401
+	except Exception:  # numba refuses to import with a NumPy it was not built for
+		return False
+	return True
 
 
 def character_classes() -> np.ndarray:
