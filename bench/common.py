@@ -61,3 +61,13 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
 	path.write_text(json.dumps(record, indent=2) + "\n")
 	print(f"\nresults written to {path}")
 	return path
+
+
+def mistral_config(config):
+	"""transformers' MistralConfig computing what `Transformer(config)` computes (the export's mapping)."""
+	from transformers import MistralConfig
+
+	from dimgpt.export import hf_config
+
+	fields = {k: v for k, v in hf_config(config).items() if k not in ("architectures", "model_type")}
+	return MistralConfig(**fields, attn_implementation="sdpa")

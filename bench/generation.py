@@ -31,7 +31,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from bench.common import best_of, print_table, write_results
+from bench.common import best_of, mistral_config, print_table, write_results
 from dimgpt.config import ModelConfig, get_preset
 from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import Sampler, SamplingConfig
@@ -56,12 +56,11 @@ def best_cpu_and_wall(fn, repeat: int) -> tuple[float, float]:
 
 def hf_twin(model: Transformer):
 	"""transformers' MistralForCausalLM computing what `model` computes (same weights, exported layout)."""
-	from transformers import MistralConfig, MistralForCausalLM
+	from transformers import MistralForCausalLM
 
-	from dimgpt.export import hf_config, hf_state_dict
+	from dimgpt.export import hf_state_dict
 
-	config = {k: v for k, v in hf_config(model.config).items() if k not in ("architectures", "model_type")}
-	hf = MistralForCausalLM(MistralConfig(**config, attn_implementation="sdpa"))
+	hf = MistralForCausalLM(mistral_config(model.config))
 	state = hf_state_dict(model.state_dict(), model.config)
 	hf.load_state_dict(state, strict=False)
 	hf.tie_weights()

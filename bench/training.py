@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import SHARED_DATA, peak_rss_mb, print_table, write_results
+from bench.common import SHARED_DATA, mistral_config, peak_rss_mb, print_table, write_results
 from dimgpt.config import ModelConfig, get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,25 +67,11 @@ def ours_step(config: ModelConfig, batch_size: int, work: Path, device: torch.de
 
 
 def mistral_step(config: ModelConfig, batch_size: int, device: torch.device):
-	from transformers import MistralConfig, MistralForCausalLM
+	from transformers import MistralForCausalLM
 
 	from dimgpt.training.trainer import make_optimizer
 
-	hf = MistralConfig(
-		vocab_size=config.vocab_size,
-		hidden_size=config.dim,
-		intermediate_size=config.hidden_dim,
-		num_hidden_layers=config.n_layers,
-		num_attention_heads=config.n_heads,
-		num_key_value_heads=config.n_kv_heads,
-		head_dim=config.head_dim,
-		max_position_embeddings=config.context_length,
-		rope_theta=config.rope_theta,
-		rms_norm_eps=config.norm_eps,
-		sliding_window=config.window + 1,
-		tie_word_embeddings=True,
-		attn_implementation="sdpa",
-	)
+	hf = mistral_config(config)
 	torch.manual_seed(0)
 	model = MistralForCausalLM(hf).to(device).train()
 	train = get_preset("dimensiongpt-0.2b").train
