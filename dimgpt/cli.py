@@ -81,6 +81,18 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 EXIT_CODES = {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}
 
 
+def _add_training_options(p: argparse.ArgumentParser, *, max_tokens: bool) -> None:
+	"""The budget flags, --set and --no-progress of `train` and `finetune` (read by _train_overrides)."""
+	p.add_argument("--max-steps", type=int, help="override the recipe's number of steps")
+	if max_tokens:
+		p.add_argument("--max-tokens", type=int, help="stop after this many training tokens")
+	p.add_argument("--max-seconds", type=float, help="stop after this much training time (summed over resumes)")
+	p.add_argument(
+		"--set", action="append", default=[], metavar="FIELD=VALUE", help="override any TrainConfig field (repeatable)"
+	)
+	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
 	"""TrainConfig fields from `--set FIELD=VALUE` (JSON values, else strings) and the budget flags."""
 	import dataclasses
@@ -112,13 +124,8 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--data", help="dataset folder with the instruction store (default: FROM/data)")
 	p.add_argument("--preset", default="tiny", help="preset whose `finetune` recipe is used (default: tiny)")
 	p.add_argument("--checkpoint", default="auto", choices=("auto", "best", "last"), help="which pretrained checkpoint")
-	p.add_argument("--max-steps", type=int, help="override the recipe's number of steps")
-	p.add_argument("--max-seconds", type=float, help="stop after this much training time (summed over resumes)")
-	p.add_argument(
-		"--set", action="append", default=[], metavar="FIELD=VALUE", help="override any TrainConfig field (repeatable)"
-	)
+	_add_training_options(p, max_tokens=False)
 	p.add_argument("--preprompt-ratio", type=float, help="share of training conversations given a preprompt")
-	p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 	def handler(args: argparse.Namespace) -> int:
 		import dataclasses
@@ -161,13 +168,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 		"--kind", default="pretrain", choices=("pretrain", "instruct"), help="loader and recipe (default: pretrain)"
 	)
 	p.add_argument("--init-from", help="start a new run from these weights (checkpoint directory or file)")
-	p.add_argument("--max-steps", type=int, help="override the recipe's number of steps")
-	p.add_argument("--max-tokens", type=int, help="stop after this many training tokens")
-	p.add_argument("--max-seconds", type=float, help="stop after this much training time (summed over resumes)")
-	p.add_argument(
-		"--set", action="append", default=[], metavar="FIELD=VALUE", help="override any TrainConfig field (repeatable)"
-	)
-	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+	_add_training_options(p, max_tokens=True)
 
 	def handler(args: argparse.Namespace) -> int:
 		from dimgpt.training.trainer import train
