@@ -77,8 +77,11 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
-# Exit status of a training command by why it stopped (130/143: saved after Ctrl-C / SIGTERM).
-EXIT_CODES = {"done": 0, "stop-file": 0, "interrupted": 130, "terminated": 143}
+def _stop_code(reason: str) -> int:
+	"""Exit status of a training command by why it stopped (130/143: saved after Ctrl-C / SIGTERM)."""
+	from dimgpt.errors import ExitCode
+
+	return {"interrupted": ExitCode.INTERRUPTED, "terminated": ExitCode.TERMINATED}.get(reason, ExitCode.OK)
 
 
 def _add_training_options(p: argparse.ArgumentParser, *, max_tokens: bool) -> None:
@@ -99,13 +102,14 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
 	import json
 
 	from dimgpt.config import TrainConfig
+	from dimgpt.errors import UsageError
 
 	names = {f.name for f in dataclasses.fields(TrainConfig)}
 	overrides: dict[str, object] = {}
 	for item in args.set:
 		name, _, value = item.partition("=")
 		if name not in names:
-			raise SystemExit(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
+			raise UsageError(f"--set {item}: TrainConfig has no field {name!r}; fields: {', '.join(sorted(names))}")
 		try:
 			overrides[name] = json.loads(value)
 		except json.JSONDecodeError:
@@ -151,7 +155,7 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 			**overrides,
 		)
 		print(f"fine-tuned to step {result.step}: validation loss {result.val_loss}, best {result.best_val_loss}")
-		return EXIT_CODES[result.reason]
+		return _stop_code(result.reason)
 
 	p.set_defaults(handler=handler)
 
@@ -183,7 +187,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 			progress=not args.no_progress,
 			**overrides,
 		)
-		return EXIT_CODES[result.reason]
+		return _stop_code(result.reason)
 
 	p.set_defaults(handler=handler)
 
@@ -243,10 +247,7 @@ def _sampler_and_settings(args: argparse.Namespace):
 		max_new_tokens=args.max_new_tokens,
 		seed=args.seed,
 	)
-	try:
-		return load_sampler(args.model, args.vocab, args.device), settings
-	except (FileNotFoundError, ValueError) as error:
-		raise SystemExit(f"error: {error}") from None
+	return load_sampler(args.model, args.vocab, args.device), settings
 
 
 @command
@@ -310,13 +311,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+	"""Run one command; a user error prints one line and exits with its code from `dimgpt.errors.ExitCode`."""
+	from dimgpt.errors import NotFoundError, UsageError, UserError, disk_error
+
 	args = build_parser().parse_args(argv)
 	try:
 		return int(args.handler(args) or 0)
-	except (FileNotFoundError, ValueError) as error:
-		# Errors a user can meet (missing file, bad vocab, wrong config) carry their own fix: print
-		# that, not a traceback. DIMGPT_DEBUG=1 shows the traceback.
+	except (UserError, OSError, ValueError) as error:
+		# Errors a user can meet carry their own fix: print that, not a traceback. An OSError from
+		# the machine (a file that vanished, a full disk, a read-only folder) is one too.
+		# DIMGPT_DEBUG=1 shows the traceback.
 		if os.environ.get("DIMGPT_DEBUG"):
 			raise
+		if isinstance(error, ValueError) and not isinstance(error, UserError):
+			# The configuration's own checks still raise ValueError: a bad setting, one line.
+			error = UsageError(str(error))
+		elif isinstance(error, OSError) and not isinstance(error, UserError):
+			known = disk_error(error, error.filename or "the output folder", "writing")
+			if known is None and isinstance(error, FileNotFoundError):
+				known = NotFoundError(f"{error.filename or error}: no such file or folder")
+			if known is None:
+				raise
+			error = known
+		assert isinstance(error, UserError)
 		print(f"error: {error}", file=sys.stderr)
-		return 2
+		return int(error.exit_code)

@@ -52,6 +52,7 @@ from dimgpt.data.tokenizer import (
 	USER,
 	Tokenizer,
 )
+from dimgpt.errors import BadFileError, MismatchError, NotFoundError, UsageError
 from dimgpt.model.loading import find_vocab
 from dimgpt.sampling import banned_tokens
 
@@ -150,7 +151,7 @@ def hf_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> d
 	expected = set(TOP_LEVEL_NAMES) | {f"blocks.{i}.{name}" for i in range(config.n_layers) for name in BLOCK_NAMES}
 	missing, unexpected = expected - set(state_dict), set(state_dict) - expected
 	if missing or unexpected:
-		raise ValueError(
+		raise BadFileError(
 			"these weights are not a DimensionGPT model of the given config: "
 			f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
 		)
@@ -225,7 +226,7 @@ def _checked_tokenizer(tokenizer: Tokenizer | str | Path, vocab_size: int | None
 		tokenizer = Tokenizer.load(tokenizer)
 	# A model may have room for more tokens than its vocabulary (the trainer allows it), never fewer.
 	if vocab_size is not None and tokenizer.vocab_size > vocab_size:
-		raise ValueError(
+		raise MismatchError(
 			f"{name} has {tokenizer.vocab_size} tokens but the model has a vocabulary of {vocab_size}: "
 			"give the vocab.txt the model was trained with"
 		)
@@ -339,7 +340,7 @@ def export_command(
 	if vocab is None:
 		vocab = find_vocab(weights)
 		if vocab is None:
-			raise FileNotFoundError(
+			raise NotFoundError(
 				f"no vocab.txt found next to {weights} or in its run directory: "
 				"pass the model's vocabulary with --vocab PATH/vocab.txt"
 			)
@@ -355,16 +356,16 @@ def checkpoint_path(path: str | Path, which: str = "auto") -> Path:
 	"""The weights behind `path`; for a run directory, checkpoints/`which` ("auto": best if there, else last)."""
 	order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}
 	if which not in order:
-		raise ValueError(f"checkpoint must be 'auto', 'best' or 'last', got {which!r}")
+		raise UsageError(f"checkpoint must be 'auto', 'best' or 'last', got {which!r}")
 	path = Path(path)
 	if not path.exists():
-		raise FileNotFoundError(f"no model at {path}: give a run directory, a checkpoint directory or a weights file")
+		raise NotFoundError(f"no model at {path}: give a run directory, a checkpoint directory or a weights file")
 	if path.is_file() or (path / "model.safetensors").is_file():
 		return path
 	for name in order[which]:
 		if (path / "checkpoints" / name / "model.safetensors").is_file():
 			return path / "checkpoints" / name
-	raise FileNotFoundError(
+	raise NotFoundError(
 		f"{path} holds no model.safetensors and no checkpoints/{'|'.join(order[which])}/model.safetensors: "
 		"give a run directory, a checkpoint directory or a weights file"
 	)

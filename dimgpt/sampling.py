@@ -36,6 +36,7 @@ from dimgpt.data.tokenizer import (
 	USER,
 	Tokenizer,
 )
+from dimgpt.errors import MismatchError, NotFoundError
 from dimgpt.model.transformer import Transformer
 
 TEXT_CONTROL_TOKENS = (TAB, NEW_LINE)  # tab and newline in text: control tokens that may be sampled
@@ -106,7 +107,7 @@ class Sampler:
 		self.tokenizer = tokenizer
 		# A tokenizer smaller than the model's vocabulary is fine (spare slots, never sampled); larger is not.
 		if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
-			raise ValueError(
+			raise MismatchError(
 				f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary only "
 				f"{model.config.vocab_size}: use the vocab.txt these weights were trained with"
 			)
@@ -350,9 +351,14 @@ def load_sampler(model: str | Path, vocab: str | Path | None = None, device: str
 	from dimgpt.model.loading import find_vocab, load_model
 
 	if not Path(model).exists():
-		raise FileNotFoundError(
-			f"model weights not found: {model}. Put the released DimensionGPT-0.2B.pt or DimensionGPT-0.2B-Chat.pt "
-			"in models/, or give a run directory, a checkpoint directory or a .safetensors file"
+		if Path(model).name.startswith("DimensionGPT-"):  # the released weights: say where they go
+			raise NotFoundError(
+				f"model weights not found: {model}. Put the released DimensionGPT-0.2B.pt or "
+				"DimensionGPT-0.2B-Chat.pt in models/ (see models/README.md), or give --model a run directory"
+			)
+		raise NotFoundError(
+			f"no such file or folder: {model} (--model takes a run directory, a checkpoint directory, a "
+			".safetensors file or a DimensionGPT .pt file); check the path"
 		)
 	if vocab is None:
 		vocab = find_vocab(model) or Path("data") / "vocab.txt"

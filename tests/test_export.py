@@ -15,6 +15,7 @@ from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import AUTHORISED, MULTI_EMOJI, clean
 from dimgpt.data.instruct import format_conversations
 from dimgpt.data.tokenizer import END_OF_TEXT, NEW_LINE, TAB, USER, Tokenizer
+from dimgpt.errors import ExitCode
 from dimgpt.export import TYPOGRAPHY, checkpoint_path, export_hf, find_vocab, hf_config, hf_state_dict
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
@@ -344,19 +345,20 @@ def test_export_hf_command_on_a_run_directory(tokenizer: Tokenizer, tmp_path: Pa
 
 
 def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-	# The command prints the error and its fix on one line (no traceback) and exits with status 2.
-	def fails(args: list[str], message: str) -> None:
-		assert main(args) == 2
+	# The command prints the error and its fix on one line (no traceback) and exits with its code.
+	def fails(args: list[str], message: str, code: ExitCode) -> None:
+		assert main(args) == code
 		assert message in capsys.readouterr().err
 
-	fails(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "hf")], "no model at")
+	fails(["export-hf", str(tmp_path / "nothing"), str(tmp_path / "hf")], "no model at", ExitCode.NOT_FOUND)
 	run = tmp_path / "run"
 	save_model(Transformer(CONFIG), run / "checkpoints" / "best")
-	fails(["export-hf", str(run), str(tmp_path / "hf")], "--vocab")
+	fails(["export-hf", str(run), str(tmp_path / "hf")], "--vocab", ExitCode.NOT_FOUND)
 	tokenizer.save(tmp_path / "vocab.txt")  # 600 tokens, the model has 256
 	fails(
 		["export-hf", str(run), str(tmp_path / "hf"), "--vocab", str(tmp_path / "vocab.txt")],
 		"600 tokens but the model has a vocabulary of 256",
+		ExitCode.MISMATCH,
 	)
 	assert not (tmp_path / "hf" / "model.safetensors").exists()
 

@@ -12,8 +12,9 @@ import torch
 
 from dimgpt.data.instruct import ANSWER, PROMPT, role_marks
 from dimgpt.data.loader import PretrainLoader
-from dimgpt.data.store import FORMAT_VERSION, ShardWriter, StoreError, write_json
+from dimgpt.data.store import FORMAT_VERSION, ShardWriter, write_json
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, START_OF_TEXT, USER
+from dimgpt.errors import NotFoundError
 
 # source a uses ids [10, 500), source b [500, 1000): a token tells which source it came from
 RANGES = {"a": (10, 500), "b": (500, 1000)}
@@ -46,7 +47,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 	docs = {"a": documents("a", 400, 1), "b": documents("b", 100, 2)}
 	write_source(root, "a", {"train": docs["a"][:390], "validation": docs["a"][390:]}, multiplier=1.0)
 	write_source(root, "b", {"train": docs["b"][:95], "validation": docs["b"][95:]}, multiplier=3.0)
-	(root / "data.json").write_text(json.dumps({"pretrain": {"a": {}, "b": {}}}))
+	(root / "data.json").write_text(json.dumps({"vocab_size": 4_096, "pretrain": {"a": {}, "b": {}}}))
 	return root
 
 
@@ -148,7 +149,7 @@ def test_validation_split_reads_only_validation_documents(dataset: Path) -> None
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
-	with pytest.raises(StoreError, match="create-data"):
+	with pytest.raises(NotFoundError, match="create-data"):
 		PretrainLoader(tmp_path, "train", 4, 64)
 
 

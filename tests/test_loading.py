@@ -146,7 +146,7 @@ def test_missing_file_and_not_a_state_dict(tmp_path: Path):
 	with pytest.raises(FileNotFoundError, match=r"DimensionGPT-0\.2B-Chat\.pt"):
 		load_model(tmp_path / "nothing.pt")
 	torch.save([1, 2, 3], tmp_path / "list.pt")
-	with pytest.raises(ValueError, match=r"list\.pt.*not a state_dict"):
+	with pytest.raises(ValueError, match=r"list\.pt: not a DimensionGPT state dict or checkpoint"):
 		load_model(tmp_path / "list.pt")
 
 

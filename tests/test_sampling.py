@@ -268,6 +268,7 @@ def test_spare_vocabulary_slots_are_never_sampled(tokenizer: Tokenizer):
 
 def test_cli_generate_and_chat(tmp_path, tokenizer: Tokenizer, monkeypatch, capsys):
 	from dimgpt.cli import main
+	from dimgpt.errors import ExitCode
 	from dimgpt.model.loading import save_model
 
 	save_model(_model(tokenizer.vocab_size), tmp_path / "run" / "checkpoints" / "last")
@@ -285,5 +286,5 @@ def test_cli_generate_and_chat(tmp_path, tokenizer: Tokenizer, monkeypatch, caps
 	chat = ChatSession(sampler, "Tu es un assistant.", SamplingConfig(temperature=0, max_new_tokens=12))
 	assert chat.ask("Qui es-tu ?").replace(" ", "") in capsys.readouterr().out.replace(" ", "").replace("\n", "")
 
-	with pytest.raises(SystemExit, match=r"models/"):
-		main(["generate", "x", "--model", str(tmp_path / "missing.pt")])
+	assert main(["generate", "x", "--model", str(tmp_path / "missing.pt")]) == ExitCode.NOT_FOUND
+	assert "models/" in capsys.readouterr().err

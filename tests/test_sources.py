@@ -12,6 +12,7 @@ import pytest
 
 from dimgpt.config import SourceConfig
 from dimgpt.data.sources import SourceError, SourceStats, documents, read_texts
+from dimgpt.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = "Le petit chat dort sur le tapis rouge du salon pendant que la pluie tombe doucement dehors."
@@ -109,7 +110,7 @@ def test_hub_mix_fails_with_a_clear_message_offline(tmp_path: Path) -> None:
 		env=env,
 		timeout=300,
 	)
-	assert result.returncode == 1
+	assert result.returncode == ExitCode.NOT_FOUND
 	assert "cannot load the Hugging Face dataset 'ontocord/CulturaY'" in result.stderr
-	assert "--sources corpus-fr" in result.stderr
+	assert "--sources PATH.txt" in result.stderr
 	assert "Traceback" not in result.stderr

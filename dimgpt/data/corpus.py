@@ -15,12 +15,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+from dimgpt.errors import NotFoundError
+
 
 def _topics() -> dict[str, str]:
 	try:
 		from pydoc_data.topics import topics
 	except ImportError as e:  # some distributions strip it
-		raise RuntimeError(
+		raise NotFoundError(
 			"the embedded corpus (CPython's pydoc_data.topics) is missing from this Python installation: "
 			"use a full CPython build or give the job other sources"
 		) from e

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from dimgpt.config import SOURCE_LISTS, DataConfig, SourceConfig, get_preset, get_sources, to_dict
 from dimgpt.data.instruct import build_instruct_source
-from dimgpt.data.sources import SourceError, SourceStats, documents, read_records
+from dimgpt.data.sources import SourceError, SourceStats, documents, local_files, read_records
 from dimgpt.data.store import (
 	FORMAT_VERSION,
 	SPLITS,
@@ -45,6 +45,7 @@ from dimgpt.data.store import (
 	write_json,
 )
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
+from dimgpt.errors import UsageError
 
 STAGES = ("scan", "sampling", "vocab training", "reading", "encoding", "writing", "instruct")
 
@@ -80,6 +81,9 @@ def create_data(
 	~/.cache/huggingface/datasets); local files are streamed and only leave lock files, in
 	`out_dir/.hf_cache`.
 	"""
+	for source in (*config.sources, *config.instruct_sources):
+		if source.kind == "files":
+			local_files(source)  # a missing file fails now, before anything is written or scanned
 	out = Path(out_dir)
 	out.mkdir(parents=True, exist_ok=True)
 	timer = _Timer()
@@ -516,7 +520,7 @@ def source_from_spec(spec: str) -> SourceConfig:
 	try:
 		weight = float(multiplier)
 	except ValueError:
-		raise ValueError(f"source {spec!r}: multiplier {multiplier!r} is not a number") from None
+		raise UsageError(f"source {spec!r}: multiplier {multiplier!r} is not a number") from None
 	if path.startswith("hf:"):
 		dataset, _, config = path[3:].partition(":")
 		default = dataset.replace("/", "-")
@@ -544,20 +548,16 @@ def resolve_config(
 
 
 def run_cli(args: Any) -> int:
-	"""`python -m dimgpt create-data`: errors a user can fix are printed without a traceback."""
-	try:
-		config = resolve_config(
-			args.preset,
-			args.sources or (),
-			args.instruct,
-			vocab_size=args.vocab_size,
-			tokenizer_chars=args.tokenizer_chars,
-			shard_tokens=args.shard_tokens,
-		)
-		out = args.out or f"data/{args.preset}"
-		create_data(config, out, force_tokenizer=args.force_tokenizer, progress=not args.no_progress)
-	except (SourceError, StoreError, FileNotFoundError, ValueError) as error:
-		print(f"create-data: {error}", file=sys.stderr)
-		return 1
+	"""`python -m dimgpt create-data` (errors a user can fix are `dimgpt.errors.UserError`s)."""
+	config = resolve_config(
+		args.preset,
+		args.sources or (),
+		args.instruct,
+		vocab_size=args.vocab_size,
+		tokenizer_chars=args.tokenizer_chars,
+		shard_tokens=args.shard_tokens,
+	)
+	out = args.out or f"data/{args.preset}"
+	create_data(config, out, force_tokenizer=args.force_tokenizer, progress=not args.no_progress)
 	print(f"dataset written to {out}")
 	return 0

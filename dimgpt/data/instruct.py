@@ -35,6 +35,8 @@ from dimgpt.data.store import (
 	FORMAT_VERSION,
 	Shard,
 	StoreError,
+	field,
+	rebuild_advice,
 	check_fingerprint,
 	held_out,
 	open_shard,
@@ -177,15 +179,26 @@ def build_instruct_source(
 def open_instruct_source(directory: Path, split: str) -> tuple[dict[str, Any], Shard, np.ndarray, np.ndarray]:
 	"""(manifest, tokens as a Shard, role marks, group index of each conversation) of one stored source."""
 	directory = Path(directory)
-	manifest = read_json(directory / "source.json")
-	check_fingerprint(manifest, directory / "source.json", manifest.get("tokenizer_fingerprint", ""))
-	info = manifest["splits"][split]
-	shard_manifest = {"dtype": manifest["dtype"], "tokens": info["tokens"], "documents": info["conversations"]}
+	path = directory / "source.json"
+	manifest = read_json(path)
+	check_fingerprint(manifest, path, manifest.get("tokenizer_fingerprint", ""))
+	info = field(manifest, path, "splits", split)
+	shard_manifest = {
+		"dtype": field(manifest, path, "dtype"),
+		"tokens": field(info, path, "tokens"),
+		"documents": field(info, path, "conversations"),
+	}
 	stem = directory / split
 	shard = open_shard(stem, shard_manifest)
 	marks_path = directory / f"{split}.marks.bin"
 	if not marks_path.exists() or marks_path.stat().st_size != info["tokens"]:
-		raise StoreError(f"{marks_path} is missing or truncated: run create-data again on this folder")
+		raise StoreError(f"{marks_path} is missing or truncated: {rebuild_advice(marks_path)}")
 	marks = np.memmap(marks_path, dtype=np.uint8, mode="r") if info["tokens"] else np.zeros(0, np.uint8)
-	groups = np.load(directory / f"{split}.groups.npy", allow_pickle=False)
+	groups_path = directory / f"{split}.groups.npy"
+	try:
+		groups = np.load(groups_path, allow_pickle=False)
+	except (ValueError, OSError, EOFError):
+		raise StoreError(f"{groups_path} is missing or corrupt: {rebuild_advice(groups_path)}") from None
+	if groups.shape != (shard.documents,) or (len(groups) and int(groups.max()) >= len(field(manifest, path, "groups"))):
+		raise StoreError(f"{groups_path} does not match {shard.path}: {rebuild_advice(groups_path)}")
 	return manifest, shard, marks, groups

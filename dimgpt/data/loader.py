@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dimgpt.data.store import SPLITS, Shard, StoreError, open_source, read_json
+from dimgpt.data.store import SPLITS, Shard, StoreError, checked_ids, field, open_source, read_json
+from dimgpt.errors import NotFoundError
 
 
 @dataclass
@@ -165,7 +166,7 @@ class StepLoader:
 def _dataset_manifest(dataset_dir: Path) -> dict[str, Any]:
 	path = Path(dataset_dir) / "data.json"
 	if not path.exists():
-		raise StoreError(f"{path} not found: run `python -m dimgpt create-data --out {dataset_dir}` first")
+		raise NotFoundError(f"{path} not found: run `.venv/bin/python -m dimgpt create-data --out {dataset_dir}` first")
 	return read_json(path)
 
 
@@ -189,12 +190,14 @@ class PretrainLoader(StepLoader):
 		)
 		dataset_dir = Path(dataset_dir)
 		manifest = _dataset_manifest(dataset_dir)
+		self.vocab_size = int(field(manifest, dataset_dir / "data.json", "vocab_size"))
 		sources = []
-		for name in manifest["pretrain"]:
+		for name in field(manifest, dataset_dir / "data.json", "pretrain"):
 			source_manifest, shards = open_source(dataset_dir / "pretrain" / name, split)
 			# both splits follow the training mix, so that validation measures the loss on the same mix
-			tokens = source_manifest["splits"]["train"]["tokens"]
-			sources.append(_Source(name, shards, tokens * float(source_manifest["multiplier"])))
+			path = dataset_dir / "pretrain" / name / "source.json"
+			tokens = field(source_manifest, path, "splits", "train", "tokens")
+			sources.append(_Source(name, shards, tokens * float(field(source_manifest, path, "multiplier"))))
 		self.sources = [s for s in sources if s.tokens > 0 and s.weight > 0]
 		if not self.sources:
 			raise StoreError(f"no {split} data with a positive multiplier in this dataset: check create-data's summary")
@@ -219,8 +222,7 @@ class PretrainLoader(StepLoader):
 			k, start, end = source.locate_document(int(rng.integers(source.documents)))
 			n = self._copy(source, k, start, end, tokens, n)
 
-	@staticmethod
-	def _copy(source: _Source, k: int, start: int, end: int, tokens: np.ndarray, n: int) -> int:
+	def _copy(self, source: _Source, k: int, start: int, end: int, tokens: np.ndarray, n: int) -> int:
 		length = min(end - start, len(tokens) - n)
-		tokens[n : n + length] = source.shards[k].tokens[start : start + length]
+		tokens[n : n + length] = checked_ids(source.shards[k], start, start + length, self.vocab_size)
 		return n + length

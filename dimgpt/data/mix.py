@@ -20,8 +20,9 @@ import numpy as np
 from dimgpt.config import INSTRUCT_RESOURCES, InstructMix
 from dimgpt.data.instruct import ANSWER, PADDING_MARK, PROMPT, insert_preprompt, open_instruct_source
 from dimgpt.data.loader import StepLoader
-from dimgpt.data.store import StoreError, read_json
+from dimgpt.data.store import StoreError, checked_ids, read_json
 from dimgpt.data.tokenizer import PADDING, Tokenizer
+from dimgpt.errors import NotFoundError
 
 RESOURCES = INSTRUCT_RESOURCES
 
@@ -73,18 +74,19 @@ class MixLoader(StepLoader):
 
 		manifest_path = dataset_dir / "data.json"
 		if not manifest_path.is_file():
-			raise StoreError(f"{manifest_path} not found: run `python -m dimgpt create-data --out {dataset_dir}` first")
-		names = list(read_json(manifest_path).get("instruct", {}))
+			raise NotFoundError(f"{manifest_path} not found: run `.venv/bin/python -m dimgpt create-data --out {dataset_dir}` first")
+		dataset = read_json(manifest_path)
+		names = list(dataset.get("instruct", {}))
 		if not names:
 			raise StoreError(
-				f"{manifest_path} lists no instruction data: give create-data instruction sources (e.g. `--sources corpus-fr`)"
+				f"{manifest_path} lists no instruction data: give create-data instruction sources (`--instruct PATH.jsonl`)"
 			)
 		# every conversation of the split: (source, index) pairs, and its group label
 		self.stores = []
 		refs, labels = [], []
 		for s, name in enumerate(names):
 			source_manifest, shard, marks, groups = open_instruct_source(dataset_dir / "instruct" / name, split)
-			self.stores.append((shard.tokens, marks, shard.offsets))
+			self.stores.append((shard, marks))
 			refs += [(s, i) for i in range(shard.documents)]
 			labels += [source_manifest["groups"][g] for g in groups.tolist()]
 		self.refs = np.array(refs, dtype=np.int64).reshape(-1, 2)
@@ -94,6 +96,7 @@ class MixLoader(StepLoader):
 		self.group_probabilities = np.array([self.ratios[g] for g in self.group_names])
 		self.members = [np.flatnonzero(labels == g) for g in self.group_names]
 		tokenizer = Tokenizer.load(dataset_dir / "vocab.txt")
+		self.vocab_size = tokenizer.vocab_size
 		encode = lambda text: np.array(tokenizer.encode(text), dtype=np.int64)  # noqa: E731
 		self.preprompts = [encode(p) for p in mix.preprompts]
 		self.validation_preprompt = encode(mix.validation_preprompt) if mix.validation_preprompt else None
@@ -110,9 +113,10 @@ class MixLoader(StepLoader):
 	def conversation(self, index: int, preprompt: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
 		"""Tokens and role marks of conversation `index`, with `preprompt` (token ids) inserted."""
 		s, i = self.refs[index]
-		tokens, marks, offsets = self.stores[s]
-		start, end = offsets[i], offsets[i + 1]
-		tokens, marks = np.asarray(tokens[start:end], dtype=np.int64), np.asarray(marks[start:end])
+		shard, marks = self.stores[s]
+		start, end = int(shard.offsets[i]), int(shard.offsets[i + 1])
+		tokens = np.asarray(checked_ids(shard, start, end, self.vocab_size), dtype=np.int64)
+		marks = np.asarray(marks[start:end])
 		if preprompt is not None:
 			tokens, marks = insert_preprompt(tokens, marks, preprompt)
 		return tokens, marks

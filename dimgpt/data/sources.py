@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from dimgpt.config import SourceConfig
+from dimgpt.errors import BadFileError, ExitCode
 
 BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-class SourceError(RuntimeError):
+class SourceError(BadFileError):
 	"""A source cannot be read; the message names it and says what to do."""
+
+
+class SourceNotFoundError(SourceError):
+	"""A source's files do not exist, or its hub dataset cannot be reached."""
+
+	exit_code = ExitCode.NOT_FOUND
 
 
 @dataclass
@@ -45,7 +52,7 @@ def local_files(source: SourceConfig) -> tuple[str, list[str]]:
 		matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
 		matches = [m for m in matches if Path(m).is_file()]
 		if not matches:
-			raise SourceError(
+			raise SourceNotFoundError(
 				f"source {source.name!r}: no file matches {pattern!r}; check the path (relative paths start from {Path.cwd()})"
 			)
 		files += matches
@@ -92,11 +99,11 @@ def read_records(source: SourceConfig, *, cache_dir: str | Path | None = None) -
 		yield from dataset
 	except Exception as error:
 		config = f" (config {source.hf_config!r})" if source.hf_config else ""
-		raise SourceError(
+		raise SourceNotFoundError(
 			f"source {source.name!r}: cannot load the Hugging Face dataset {source.path!r}{config}, split "
 			f"{source.split!r}: {_reason(error)}. Downloading needs access to huggingface.co; offline, use "
-			"`--sources corpus-fr` or local files (a source of kind 'files'), or set HF_DATASETS_OFFLINE=1 "
-			"to read what your Hugging Face cache already holds."
+			"local files (`--sources PATH.txt PATH.jsonl`, or `--sources embedded`), or set "
+			"HF_DATASETS_OFFLINE=1 to read what your Hugging Face cache already holds."
 		) from None
 
 

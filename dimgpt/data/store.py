@@ -23,12 +23,20 @@ from typing import Any
 
 import numpy as np
 
+from dimgpt.errors import BadFileError, ExitCode, NotFoundError
+
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation")
 
 
-class StoreError(RuntimeError):
-	"""A dataset folder is missing, corrupt or made with another tokenizer; the message says what to do."""
+class StoreError(BadFileError):
+	"""A dataset folder is corrupt or made with another tokenizer; the message says what to do."""
+
+
+class DataMismatchError(StoreError):
+	"""Data made with another tokenizer, format version or settings than the current ones."""
+
+	exit_code = ExitCode.MISMATCH
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -43,14 +51,35 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 	os.replace(tmp, path)
 
 
+def rebuild_advice(path: Path) -> str:
+	"""How to rebuild the dataset file `path`: create-data keeps every source whose source.json it finds."""
+	path = Path(path)
+	if path.name == "data.json":
+		return "delete it and run create-data again with the same --out (finished sources are kept)"
+	return f"delete {path.parent} and run create-data again with the same --out to rebuild that source"
+
+
 def read_json(path: Path) -> dict[str, Any]:
-	"""Read a manifest, naming the file on error."""
+	"""Read a manifest (a JSON object), naming the file on error."""
 	try:
-		return json.loads(Path(path).read_text(encoding="utf-8"))
+		data = json.loads(Path(path).read_text(encoding="utf-8"))
 	except FileNotFoundError:
-		raise StoreError(f"{path} not found: run `python -m dimgpt create-data` for this folder first") from None
-	except json.JSONDecodeError as error:
-		raise StoreError(f"{path} is corrupt ({error}): delete it and run create-data again") from None
+		raise NotFoundError(f"{path} not found: run `.venv/bin/python -m dimgpt create-data` for this folder first") from None
+	except (json.JSONDecodeError, UnicodeDecodeError) as error:
+		raise StoreError(f"{path} is corrupt ({error}): {rebuild_advice(path)}") from None
+	if not isinstance(data, dict):
+		raise StoreError(f"{path} is corrupt (not a JSON object): {rebuild_advice(path)}")
+	return data
+
+
+def field(manifest: dict[str, Any], path: Path, *keys: str) -> Any:
+	"""manifest[keys[0]][keys[1]]...; a missing key is a corrupt manifest named with the key."""
+	value: Any = manifest
+	for key in keys:
+		if not isinstance(value, dict) or key not in value:
+			raise StoreError(f"{path} is corrupt (no {'.'.join(keys)!r} field): {rebuild_advice(path)}")
+		value = value[key]
+	return value
 
 
 def validation_count(n: int, fraction: float, minimum: int) -> int:
@@ -76,12 +105,12 @@ def shard_stem(directory: Path, split: str, index: int) -> Path:
 def check_fingerprint(manifest: dict[str, Any], path: Path, fingerprint: str) -> None:
 	"""Refuse data made with another tokenizer (or another format version)."""
 	if manifest.get("format_version") != FORMAT_VERSION:
-		raise StoreError(
+		raise DataMismatchError(
 			f"{path} has format version {manifest.get('format_version')}, this code reads version "
 			f"{FORMAT_VERSION}: delete {path.parent} and run create-data again"
 		)
 	if manifest.get("tokenizer_fingerprint") != fingerprint:
-		raise StoreError(
+		raise DataMismatchError(
 			f"{path} was made with another tokenizer (fingerprint {manifest.get('tokenizer_fingerprint')}, "
 			f"the current vocab has {fingerprint}): delete {path.parent} (or choose another output folder) "
 			"to encode it again with this tokenizer"
@@ -104,7 +133,7 @@ def complete_shards(directory: Path, split: str, fingerprint: str, settings: dic
 		manifest = read_json(manifest_path)
 		check_fingerprint(manifest, manifest_path, fingerprint)
 		if manifest.get("settings") != settings:
-			raise StoreError(
+			raise DataMismatchError(
 				f"{manifest_path} was made with other settings ({manifest.get('settings')} instead of {settings}): "
 				f"delete {directory} (or choose another output folder) to encode it again"
 			)
@@ -206,26 +235,61 @@ class Shard:
 def open_shard(stem: Path, manifest: dict[str, Any]) -> Shard:
 	"""Memory-map a shard, checking its files against the manifest."""
 	bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
-	dtype = np.dtype(manifest["dtype"])
-	if not bin_path.exists() or bin_path.stat().st_size != manifest["tokens"] * dtype.itemsize:
-		raise StoreError(f"{bin_path} is missing or truncated: run create-data again on this folder to rebuild it")
-	offsets = np.load(idx_path, allow_pickle=False)
-	if offsets.dtype != np.int64 or len(offsets) != manifest["documents"] + 1 or offsets[-1] != manifest["tokens"]:
-		raise StoreError(f"{idx_path} does not match {bin_path}: delete both and run create-data again")
-	tokens = np.memmap(bin_path, dtype=dtype, mode="r") if manifest["tokens"] else np.zeros(0, dtype=dtype)
-	return Shard(bin_path, tokens, offsets)
+	rebuild = rebuild_advice(bin_path)
+	try:
+		dtype, tokens, documents = np.dtype(manifest["dtype"]), int(manifest["tokens"]), int(manifest["documents"])
+	except (KeyError, TypeError, ValueError) as error:
+		raise StoreError(f"{stem.with_suffix('.json')}: not a valid shard manifest ({error!r}): {rebuild}") from None
+	if not bin_path.exists() or bin_path.stat().st_size != tokens * dtype.itemsize:
+		raise StoreError(f"{bin_path} is missing or truncated: {rebuild}")
+	try:
+		offsets = np.load(idx_path, allow_pickle=False)
+	except FileNotFoundError:
+		raise StoreError(f"{idx_path} is missing: {rebuild}") from None
+	except (ValueError, OSError, EOFError):
+		# numpy's own message about pickled data suggests loading it unsafely: never pass that on.
+		raise StoreError(f"{idx_path} is not a valid offsets file (corrupt, or not plain int64 numbers): {rebuild}") from None
+	if (
+		offsets.dtype != np.int64
+		or offsets.ndim != 1
+		or len(offsets) != documents + 1
+		or offsets[0] != 0
+		or offsets[-1] != tokens
+		or np.any(np.diff(offsets) < 0)
+	):
+		raise StoreError(f"{idx_path} does not match {bin_path}: {rebuild}")
+	data = np.memmap(bin_path, dtype=dtype, mode="r") if tokens else np.zeros(0, dtype=dtype)
+	return Shard(bin_path, data, offsets)
+
+
+def checked_ids(shard: Shard, start: int, end: int, vocab_size: int) -> np.ndarray:
+	"""Tokens [start, end) of a shard, refused if one is outside the vocabulary (a corrupt shard).
+
+	Checked on every read, so that a bad id is named here rather than met as an IndexError in the
+	embedding; a max over a row costs about a microsecond.
+	"""
+	ids = shard.tokens[start:end]
+	if len(ids) and int(ids.max()) >= vocab_size:
+		position = start + int(np.argmax(ids >= vocab_size))
+		raise StoreError(
+			f"{shard.path}: token id {int(shard.tokens[position])} at position {position} is outside the vocabulary "
+			f"of {vocab_size} tokens, the shard is corrupt: {rebuild_advice(shard.path)}"
+		)
+	return ids
 
 
 def open_source(directory: Path, split: str) -> tuple[dict[str, Any], list[Shard]]:
 	"""The source manifest and the shards of one split of a complete pretraining source."""
 	directory = Path(directory)
-	manifest = read_json(directory / "source.json")
+	path = directory / "source.json"
+	manifest = read_json(path)
 	if manifest.get("format_version") != FORMAT_VERSION:
-		raise StoreError(
-			f"{directory / 'source.json'}: format version {manifest.get('format_version')} is not {FORMAT_VERSION}"
+		raise DataMismatchError(
+			f"{path}: format version {manifest.get('format_version')} is not {FORMAT_VERSION}: delete "
+			f"{directory} and run create-data again"
 		)
 	shards = [
 		open_shard(shard_stem(directory, split, i), read_json(shard_stem(directory, split, i).with_suffix(".json")))
-		for i in range(manifest["splits"][split]["shards"])
+		for i in range(int(field(manifest, path, "splits", split, "shards")))
 	]
 	return manifest, shards

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from dimgpt.data import greedy_kernel
 from dimgpt.data.cleaning import AUTHORISED, unclean
 from dimgpt.data.cleaning import clean as clean_text
+from dimgpt.errors import BadFileError, NotFoundError, UsageError
 
 CONTROL_TOKENS: tuple[str, ...] = (
 	"⮜unknown⮞",
@@ -114,18 +115,23 @@ class Tokenizer:
 		"""Read a vocab.txt (UTF-8, one token per line, line number = id), e.g. the released one."""
 		path = Path(path)
 		if not path.is_file():
-			raise FileNotFoundError(
+			raise NotFoundError(
 				f"vocabulary file {path} not found: train one (python -m dimgpt run) or give the path of a vocab.txt"
 			)
 		data = path.read_bytes()
 		try:
 			text = data.decode("utf-8")
 		except UnicodeDecodeError as e:
-			raise ValueError(
+			raise BadFileError(
 				f"{path}: invalid UTF-8 at byte offset {e.start}: a vocab.txt must be UTF-8 text"
 			) from None
 		if text.endswith("\n"):  # tolerate one trailing newline added by an editor
 			text = text[:-1]
+		if not text:
+			raise BadFileError(
+				f"{path} is empty: a vocab.txt holds one token per line, starting with the "
+				f"{len(CONTROL_TOKENS)} control tokens; copy the vocabulary the model was trained with"
+			)
 		vocab = text.split("\n")
 		_check_vocab(vocab, str(path))
 		return cls(vocab)
@@ -353,7 +359,7 @@ class Tokenizer:
 			t for t in (clean_text(x) for x in tqdm(texts, desc="cleaning", unit="doc", disable=not progress)) if t
 		]
 		if not sample:
-			raise ValueError("cannot train a tokenizer on an empty corpus: give at least one non-empty document")
+			raise BadFileError("cannot train a tokenizer on an empty corpus: give at least one non-empty document")
 		required = [*(str(d) for d in range(10)), *(f" {d}" for d in range(10)), *forced_tokens]
 		bpe = HFTokenizer(BPE())
 		bpe.pre_tokenizer = pre_tokenizers.Sequence(
@@ -391,7 +397,7 @@ class Tokenizer:
 		keep = {t for t in ranked if len(t) == 1} | set(required)
 		room = vocab_size - len(CONTROL_TOKENS) - len(keep)
 		if room < 0:
-			raise ValueError(
+			raise UsageError(
 				f"vocab_size={vocab_size} is too small: {len(keep)} single characters and required tokens plus 10 control tokens do not fit"
 			)
 		order = sorted(range(len(ranked)), key=lambda k: (-counts[len(CONTROL_TOKENS) + k], ranked[k]))
@@ -460,22 +466,23 @@ def _clean_keep_control(text: str) -> str:
 
 def _check_vocab(vocab: list[str], where: str) -> None:
 	if len(vocab) < len(CONTROL_TOKENS):
-		raise ValueError(
-			f"{where}: {len(vocab)} tokens, fewer than the {len(CONTROL_TOKENS)} control tokens it must start with"
+		raise BadFileError(
+			f"{where}: {len(vocab)} token{'s' if len(vocab) > 1 else ''}, fewer than the {len(CONTROL_TOKENS)} "
+			"control tokens it must start with"
 		)
 	for i, token in enumerate(CONTROL_TOKENS):
 		if vocab[i] != token:
-			raise ValueError(
+			raise BadFileError(
 				f"{where}: line {i + 1} must be the control token {token!r}, found {vocab[i]!r} (ids 0-9 are {', '.join(CONTROL_TOKENS)})"
 			)
 	seen: dict[str, int] = {}
 	for i, token in enumerate(vocab):
 		if not token:
-			raise ValueError(f"{where}: line {i + 1} is empty (a token cannot be empty)")
+			raise BadFileError(f"{where}: line {i + 1} is empty (a token cannot be empty)")
 		if "\n" in token or "\t" in token:
-			raise ValueError(f"{where}: line {i + 1} holds a tab or newline (use the control tokens)")
+			raise BadFileError(f"{where}: line {i + 1} holds a tab or newline (use the control tokens)")
 		if token in seen:
-			raise ValueError(
+			raise BadFileError(
 				f"{where}: token {token!r} appears twice, lines {seen[token] + 1} and {i + 1}: remove the duplicate"
 			)
 		seen[token] = i

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dimgpt.config import ModelConfig, from_dict, load_json, save_json, to_dict
+from dimgpt.errors import BadFileError, MismatchError, NotFoundError
 from dimgpt.model.transformer import Transformer
 
 WEIGHTS_FILE = "model.safetensors"
@@ -65,12 +66,15 @@ def load_model(
 	state, metadata = _read(file)
 	state = _normalise_keys(state)
 	if config is None and "dimgpt_model_config" in metadata:
-		config = from_dict(ModelConfig, json.loads(metadata["dimgpt_model_config"]))
+		try:
+			config = from_dict(ModelConfig, json.loads(metadata["dimgpt_model_config"]))
+		except (ValueError, TypeError) as error:
+			raise BadFileError(f"{file}: the model config in its metadata is invalid ({error})") from None
 	if config is None:
 		config = infer_config(state, file)
 	if vocab_size is not None and vocab_size > config.vocab_size:
 		shape = tuple(state["token_embedding.weight"].shape) if "token_embedding.weight" in state else "?"
-		raise ValueError(
+		raise MismatchError(
 			f"{file}: the weights have a vocabulary of {config.vocab_size} tokens (token_embedding.weight "
 			f"{shape}) but the tokenizer has {vocab_size}: use the vocab.txt these weights were trained with"
 		)
@@ -86,13 +90,13 @@ def infer_config(state: dict[str, torch.Tensor], file: Path | str = "<state_dict
 	"""ModelConfig from the tensor shapes of a DimensionGPT-layout state_dict (see the module doc)."""
 	for key in ("token_embedding.weight", "blocks.0.attention.key.weight", "blocks.0.feed_forward.linear_1.weight"):
 		if key not in state:
-			raise ValueError(f"{file}: key {key!r} is missing: not a DimensionGPT-layout state_dict")
+			raise BadFileError(f"{file}: key {key!r} is missing: not a DimensionGPT-layout state_dict")
 	vocab_size, dim = state["token_embedding.weight"].shape
 	kv_dim = state["blocks.0.attention.key.weight"].shape[0]
 	hidden_dim = state["blocks.0.feed_forward.linear_1.weight"].shape[0]
 	n_layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
 	if dim % INFERRED_HEAD_DIM or kv_dim % INFERRED_HEAD_DIM:
-		raise ValueError(
+		raise BadFileError(
 			f"{file}: dim {dim} / key width {kv_dim} are not multiples of {INFERRED_HEAD_DIM}, so the head "
 			"count cannot be guessed: pass config=ModelConfig(...) (or put a model.json next to the weights)"
 		)
@@ -117,7 +121,7 @@ def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig |
 		if not file.is_file():
 			pts = sorted(path.glob("*.pt"))
 			if len(pts) != 1:
-				raise FileNotFoundError(
+				raise NotFoundError(
 					f"{path}: no {WEIGHTS_FILE} in this directory nor in checkpoints/best or checkpoints/last; "
 					"pass the weights file itself (.safetensors or .pt)"
 				)
@@ -125,7 +129,7 @@ def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig |
 	elif path.is_file():
 		file = path
 	else:
-		raise FileNotFoundError(
+		raise NotFoundError(
 			f"model weights not found: {path} (expected a checkpoint directory, a .safetensors file or a "
 			".pt state_dict such as models/DimensionGPT-0.2B-Chat.pt)"
 		)
@@ -135,6 +139,10 @@ def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig |
 
 
 def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+	not_ours = (
+		f"{file}: not a DimensionGPT state dict or checkpoint; give a .safetensors file, a run or checkpoint "
+		"directory, or the released DimensionGPT-0.2B(-Chat).pt"
+	)
 	try:
 		if file.suffix == ".safetensors":
 			from safetensors import safe_open
@@ -143,14 +151,24 @@ def _read(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 				metadata = f.metadata() or {}
 			return load_file(str(file)), metadata
 		state = torch.load(file, map_location="cpu", weights_only=True)
-	except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as error:
-		raise ValueError(
+	except (SafetensorError, EOFError) as error:
+		raise BadFileError(
 			f"{file}: cannot read the weights, the file looks truncated or corrupt ({error}); download or copy it again"
 		) from None
+	except OSError:
+		raise
+	except Exception as error:
+		# torch.load's refusal of a pickle that is not plain tensors (a foreign object, a malicious file)
+		# ends with advice to load it unsafely: never pass that on; the file is simply not ours.
+		if "truncated" in str(error) or "failed finding central directory" in str(error):
+			raise BadFileError(
+				f"{file}: cannot read the weights, the file looks truncated or corrupt; download or copy it again"
+			) from None
+		raise BadFileError(not_ours) from None
 	if isinstance(state, dict) and isinstance(state.get("model"), dict):
 		state = state["model"]  # a training checkpoint holding the state_dict under "model"
-	if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-		raise ValueError(f"{file}: not a state_dict of tensors")
+	if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+		raise BadFileError(not_ours)
 	return state, {}
 
 
@@ -168,7 +186,7 @@ def _check(state: dict[str, torch.Tensor], config: ModelConfig, file: Path) -> N
 	missing = [k for k in expected if k not in state]
 	unexpected = [k for k in state if k not in expected]
 	if missing or unexpected:
-		raise ValueError(
+		raise BadFileError(
 			f"{file}: keys do not match a DimensionGPT model with {config.n_layers} layers"
 			+ (f"; missing: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}" if missing else "")
 			+ (
@@ -179,14 +197,14 @@ def _check(state: dict[str, torch.Tensor], config: ModelConfig, file: Path) -> N
 		)
 	for key, shape in expected.items():
 		if tuple(state[key].shape) != shape:
-			raise ValueError(
+			raise BadFileError(
 				f"{file}: key {key!r} has shape {tuple(state[key].shape)} in the file but the model "
 				f"({config}) expects {shape}"
 			)
 	if state[TIED_KEY] is not state["token_embedding.weight"] and not torch.equal(
 		state[TIED_KEY], state["token_embedding.weight"]
 	):
-		raise ValueError(f"{file}: {TIED_KEY} differs from token_embedding.weight, but the output layer is tied")
+		raise BadFileError(f"{file}: {TIED_KEY} differs from token_embedding.weight, but the output layer is tied")
 
 
 def find_vocab(path: str | Path) -> Path | None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dimgpt.config import ModelConfig, from_dict, to_dict
+from dimgpt.errors import BadFileError, MismatchError, NotFoundError
 from dimgpt.model.loading import save_model
 
 TRAINING_STATE = "training.pt"
@@ -89,14 +90,16 @@ def load_training_state(directory: str | Path, map_location: str | torch.device 
 	"""The `training.pt` of a checkpoint, read without pickle."""
 	path = recover(directory) / TRAINING_STATE
 	if not path.is_file():
-		raise FileNotFoundError(
+		raise NotFoundError(
 			f"no training state at {path}: {directory} is not a resumable checkpoint "
 			"(to start a new run from its weights, pass it as init_from)"
 		)
 	try:
 		return torch.load(path, map_location=map_location, weights_only=True)
 	except Exception as error:
-		raise ValueError(f"{path}: unreadable training state ({error}); delete the checkpoint to start over") from None
+		raise BadFileError(
+			f"{path}: unreadable training state ({error}); delete the checkpoint to start over"
+		) from None
 
 
 def check_model_config(saved: ModelConfig | dict[str, Any], wanted: ModelConfig, where: str | Path) -> None:
@@ -109,7 +112,7 @@ def check_model_config(saved: ModelConfig | dict[str, Any], wanted: ModelConfig,
 		if getattr(saved, f.name) != getattr(wanted, f.name)
 	]
 	if differences:
-		raise ValueError(
+		raise MismatchError(
 			f"{where} was made with a different model config ({'; '.join(differences)}); "
 			"use the preset it was trained with, or another run directory"
 		)
