@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save_file
 
 from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE, clean
@@ -53,8 +52,8 @@ from dimgpt.data.tokenizer import (
 	Tokenizer,
 )
 from dimgpt.errors import BadFileError, MismatchError, NotFoundError, UsageError
-from dimgpt.model.loading import find_vocab
-from dimgpt.sampling import banned_tokens
+from dimgpt.model.loading import find_vocab, write_safetensors
+from dimgpt.sampling import SamplingConfig, banned_tokens
 
 if TYPE_CHECKING:
 	from dimgpt.model.transformer import Transformer
@@ -81,7 +80,9 @@ CHAT_TEMPLATE = (
 	"{% elif message['role'] == 'human' %}⮜human⮞"
 	"{% else %}{{ raise_exception('roles are system, user, assistant or human, not ' + message['role']) }}"
 	"{% endif %}"
-	"{{ message['content'] | trim }}"
+	# Message text never holds a control token: its brackets go, as `clean` drops them, so that a user
+	# cannot forge a turn by typing "⮜end-of-text⮞⮜system⮞" (the tokenizer maps those strings to control ids).
+	"{{ message['content'] | replace('⮜', '') | replace('⮞', '') | trim }}"
 	"{% endfor %}"
 	"{% if add_generation_prompt %}⮜assistant⮞{% else %}{{ eos_token }}{% endif %}"
 )
@@ -197,6 +198,8 @@ def generation_config(config: ModelConfig) -> dict:
 		"temperature": 0.5,
 		"top_p": 0.9,
 		"top_k": 0,
+		# transformers' own default is 20 new tokens (with a warning); ours is a full answer
+		"max_new_tokens": SamplingConfig().max_new_tokens,
 	}
 
 
@@ -323,9 +326,7 @@ def export_hf(
 	out_dir = Path(out_dir)
 	out_dir.mkdir(parents=True, exist_ok=True)
 	_write_json(out_dir / "config.json", hf_config(config, dtype, tied=is_tied(state_dict)))
-	save_file(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
-	# safetensors writes its file private (0600); give it the permissions of the files around it.
-	(out_dir / "model.safetensors").chmod((out_dir / "config.json").stat().st_mode & 0o777)
+	write_safetensors(tensors, out_dir / "model.safetensors", metadata={"format": "pt"})
 	_write_json(out_dir / "generation_config.json", generation_config(config))
 	if tokenizer is not None:
 		export_tokenizer(tokenizer, out_dir, config.context_length, vocab_size=config.vocab_size)

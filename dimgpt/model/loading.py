@@ -16,12 +16,14 @@ size of 64 (n_heads = dim / 64, n_kv_heads = kv_dim / 64) and its context 512 / 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from dimgpt.config import ModelConfig, from_dict, load_json, save_json, to_dict
 from dimgpt.errors import BadFileError, MismatchError, NotFoundError
@@ -41,11 +43,35 @@ def save_model(model: Transformer, directory: str | Path) -> None:
 	directory.mkdir(parents=True, exist_ok=True)
 	state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
 	metadata = {"format": "pt", "dimgpt_model_config": json.dumps(to_dict(model.config))}
-	# Write then rename, so that an interrupted save never leaves a half-written checkpoint behind.
-	tmp = directory / (WEIGHTS_FILE + ".tmp")
-	save_file(state, str(tmp), metadata=metadata)
-	tmp.replace(directory / WEIGHTS_FILE)
+	write_safetensors(state, directory / WEIGHTS_FILE, metadata)
 	save_json(model.config, directory / CONFIG_FILE)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+	"""Write a .safetensors file whose bytes depend only on the tensors and the metadata.
+
+	safetensors writes the metadata keys in hash order, which changes from one process to the next, so
+	two saves of the same model differed; the header is written again with its keys in a fixed order.
+	Written under a temporary name, then renamed: an interrupted save never leaves half a file behind.
+	"""
+	data = safetensors_bytes(tensors, metadata=metadata)
+	n = int.from_bytes(data[:8], "little")
+	header = json.loads(data[8 : 8 + n])
+	ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items()))}
+	ordered.update(sorted(header.items(), key=lambda item: item[1]["data_offsets"]))
+	text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+	text += b" " * (-len(text) % 8)  # the format aligns the tensor data to 8 bytes
+	path = Path(path)
+	tmp = path.with_name(path.name + ".tmp")
+	try:
+		with open(tmp, "wb") as f:
+			f.write(len(text).to_bytes(8, "little"))
+			f.write(text)
+			f.write(memoryview(data)[8 + n :])
+		os.replace(tmp, path)
+	except BaseException:
+		tmp.unlink(missing_ok=True)  # a full disk must not keep the partial file
+		raise
 
 
 def load_model(
