@@ -291,10 +291,19 @@ def _chat(sub: argparse._SubParsersAction) -> None:
 				return 0
 			if question == "/reset":
 				chat.reset()
+				print("(conversation forgotten)")
 				continue
-			if question.startswith("/system"):
+			if question == "/system" or question.startswith("/system "):
 				chat.system = question[len("/system") :].strip() or None
 				chat.reset()
+				print(
+					f"(system preprompt: {chat.system!r}; conversation restarted)"
+					if chat.system
+					else "(no system preprompt; conversation restarted)"
+				)
+				continue
+			if question.startswith("/"):
+				print(f"(unknown command {question.split()[0]}: /reset, /system TEXT, /quit)")
 				continue
 			if question:
 				chat.ask(question, stream=True, line_width=args.line_width)

@@ -286,5 +286,14 @@ def test_cli_generate_and_chat(tmp_path, tokenizer: Tokenizer, monkeypatch, caps
 	chat = ChatSession(sampler, "Tu es un assistant.", SamplingConfig(temperature=0, max_new_tokens=12))
 	assert chat.ask("Qui es-tu ?").replace(" ", "") in capsys.readouterr().out.replace(" ", "").replace("\n", "")
 
+	answers = iter(["/system Sois bref.", "/system", "/reset", "/sytem oups", "/quit"])
+	assert main(["chat", *args]) == 0
+	assert capsys.readouterr().out.splitlines()[1:] == [
+		"(system preprompt: 'Sois bref.'; conversation restarted)",
+		"(no system preprompt; conversation restarted)",
+		"(conversation forgotten)",
+		"(unknown command /sytem: /reset, /system TEXT, /quit)",
+	]
+
 	assert main(["generate", "x", "--model", str(tmp_path / "missing.pt")]) == ExitCode.NOT_FOUND
-	assert "models/" in capsys.readouterr().err
+	assert "no such file or folder" in capsys.readouterr().err
