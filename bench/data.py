@@ -72,8 +72,8 @@ def create_command(out: Path, args: argparse.Namespace, instruct: bool = True) -
 
 def raw_megabytes(out: Path) -> float:
 	"""UTF-8 size of the documents the pretraining store holds, in MB."""
-	from dimgpt.config import get_sources
 	from dimgpt.data.sources import documents
+	from dimgpt.presets import get_sources
 
 	total = 0
 	for source in get_sources("corpus-fr")[0]:
@@ -85,8 +85,8 @@ def tiny_training_tokens_per_second(steps: int = 6) -> float:
 	"""Forward + backward + AdamW step of the tiny model on CPU, tokens per second (best of `steps`)."""
 	import torch
 
-	from dimgpt.config import get_preset
 	from dimgpt.model.transformer import Transformer
+	from dimgpt.presets import get_preset
 
 	preset = get_preset("tiny")
 	torch.manual_seed(0)

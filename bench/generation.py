@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import best_of, mistral_config, print_table, write_results
-from dimgpt.config import ModelConfig, get_preset
+from dimgpt.config import ModelConfig
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 from dimgpt.sampling import Sampler, SamplingConfig
 
 PROMPT_TOKENS = 16

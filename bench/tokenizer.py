@@ -2,7 +2,7 @@
 
 Side by side in one run, on at least 5 MB of French text (../shared/data/corpus_fr; the embedded
 corpus where it is absent):
-  (a) the plain DESIGN §2 algorithm (tests/tokenizer_oracle.py, the original code's approach),
+  (a) the plain algorithm of docs/dimensiongpt.md (tests/tokenizer_oracle.py, the original code's approach),
   (b) ours (dimgpt.data.tokenizer) with its numba kernel, and (b') without numba (word cache),
   (c) a Hugging Face byte-level BPE of the same vocab size trained on the same text (`encode_batch`),
   (d) tiktoken built from (c)'s merges.
@@ -261,7 +261,7 @@ def main() -> None:
 
 	rows = [
 		["clean (ours)", results["clean"], "", "", ""],
-		["(a) plain DESIGN algorithm, clean+encode", results["a_single"], results["a_batched"], "", cpt["a"]],
+		["(a) plain algorithm, clean+encode", results["a_single"], results["a_batched"], "", cpt["a"]],
 		["(b) ours, compiled (numba), clean+encode", results["b_single"], results["b_batched"], "", cpt["b"]],
 		[
 			"(b) same, first call (+ trie, kernel, workers)",

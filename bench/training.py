@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from bench.common import SHARED_DATA, mistral_config, peak_rss_mb, print_table, write_results
-from dimgpt.config import ModelConfig, get_preset
+from dimgpt.config import ModelConfig
+from dimgpt.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
@@ -170,10 +171,10 @@ def throughput(steps: int, threads: int, cases: list[str]) -> dict:
 
 def learning(seconds: float, work: Path) -> dict:
 	"""Train `tiny` on the French corpus for `seconds`; validation loss and bits per character."""
-	from dimgpt.config import corpus_fr_sources
 	from dimgpt.data.create import create_data
 	from dimgpt.data.loader import PretrainLoader
 	from dimgpt.data.tokenizer import Tokenizer
+	from dimgpt.presets import corpus_fr_sources
 	from dimgpt.training.trainer import train
 
 	preset = get_preset("tiny")

@@ -27,26 +27,29 @@ def _run(sub: argparse._SubParsersAction) -> None:
 	p.add_argument(
 		"--pretrain-minutes",
 		type=float,
-		help="pretraining time budget (default: 5 for the tiny preset, the preset's step budget otherwise)",
+		help="pretraining time budget (default: the preset's; 5 for tiny; none: the step budget alone)",
 	)
 	p.add_argument(
 		"--finetune-minutes",
 		type=float,
-		help="fine-tuning time budget (default: 2 for the tiny preset, the preset's step budget otherwise)",
+		help="fine-tuning time budget (default: the preset's; 2 for tiny; none: the step budget alone)",
 	)
 	p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 	def handler(args: argparse.Namespace) -> int:
 		from dimgpt.pipeline import run_main_job
+		from dimgpt.presets import get_preset
 
-		tiny = args.preset == "tiny"
-		pretrain = args.pretrain_minutes if args.pretrain_minutes is not None else (5 if tiny else None)
-		finetune = args.finetune_minutes if args.finetune_minutes is not None else (2 if tiny else None)
+		preset = get_preset(args.preset)
+
+		def seconds(minutes: float | None, default: float | None) -> float | None:
+			return minutes * 60 if minutes is not None else default
+
 		run_main_job(
-			args.preset,
+			preset,
 			args.run_dir or f"runs/{args.preset}",
-			pretrain_seconds=None if pretrain is None else pretrain * 60,
-			finetune_seconds=None if finetune is None else finetune * 60,
+			pretrain_seconds=seconds(args.pretrain_minutes, preset.job_pretrain_seconds),
+			finetune_seconds=seconds(args.finetune_minutes, preset.job_finetune_seconds),
 			progress=not args.no_progress,
 		)
 		return 0
@@ -126,7 +129,11 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--from", dest="from_run", required=True, help="pretraining run directory (or checkpoint directory)")
 	p.add_argument("--run-dir", required=True, help="the fine-tuning run directory (resumed when it holds a run)")
 	p.add_argument("--data", help="dataset folder with the instruction store (default: FROM/data)")
-	p.add_argument("--preset", default="tiny", help="preset whose `finetune` recipe is used (default: tiny)")
+	p.add_argument(
+		"--preset",
+		help="use this preset's `finetune` recipe (default: the one saved with the pretrained run, or the "
+		"fine-tuning run's own when resuming)",
+	)
 	p.add_argument("--checkpoint", default="auto", choices=("auto", "best", "last"), help="which pretrained checkpoint")
 	_add_training_options(p, max_tokens=False)
 	p.add_argument("--preprompt-ratio", type=float, help="share of training conversations given a preprompt")
@@ -135,14 +142,14 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 		import dataclasses
 		from pathlib import Path
 
-		from dimgpt.config import get_preset
-		from dimgpt.training.finetune import dataset_mix, finetune
+		from dimgpt.training.finetune import finetune
+		from dimgpt.training.trainer import dataset_mix, resolve_recipe
 
 		data = Path(args.data) if args.data else Path(args.from_run) / "data"
 		overrides = _train_overrides(args)
 		mix = None
 		if args.preprompt_ratio is not None:
-			mix = dataset_mix(data, get_preset(args.preset))
+			mix = dataset_mix(data, resolve_recipe(args.preset, args.run_dir, "instruct", args.from_run)[0])
 			mix = dataclasses.replace(mix, preprompt_ratio=args.preprompt_ratio)
 		result = finetune(
 			args.from_run,
@@ -163,7 +170,11 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 @command
 def _train(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("train", help="pretrain (or resume) a model on a dataset folder; also under torchrun")
-	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
+	p.add_argument(
+		"--preset",
+		help="use this preset's recipe (default: the run's own when resuming, else the one saved with "
+		"--init-from, else tiny)",
+	)
 	p.add_argument("--data", required=True, help="dataset folder made by create-data")
 	p.add_argument(
 		"--run-dir", required=True, help="checkpoints, metrics and plots go here; resumed when it holds a run"

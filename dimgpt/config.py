@@ -1,8 +1,9 @@
-"""Configuration: frozen dataclasses, named presets, JSON round-trip.
+"""Configuration schema: frozen dataclasses and their JSON round-trip.
 
 Nothing in the package reads a module-level setting: every number a job uses lives in one of
 these objects, and every artefact on disk (dataset, checkpoint) carries the JSON of the configs
-that made it.
+that made it. This module only describes: it reads no file, on import or when a config is built.
+The named presets, the source catalogues and the shipped resources are in `dimgpt.presets`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,19 +104,6 @@ class SourceConfig:
 			raise ValueError(f"source {self.name!r}: multiplier must be >= 0, got {self.multiplier}")
 
 
-INSTRUCT_RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "instruct"
-
-
-def load_preprompts(path: str | Path | None = None) -> tuple[str, ...]:
-	"""The pool of system preprompts: one per line of a UTF-8 text file, blank lines skipped."""
-	path = Path(path) if path is not None else INSTRUCT_RESOURCES / "preprompts.txt"
-	try:
-		lines = path.read_text(encoding="utf-8").splitlines()
-	except FileNotFoundError:
-		raise FileNotFoundError(f"preprompt pool not found: {path} (one preprompt per line)") from None
-	return tuple(line.strip() for line in lines if line.strip())
-
-
 @dataclass(frozen=True)
 class MixGroup:
 	"""Conversations carrying the store label `name`, drawn for a `ratio` share of training rows."""
@@ -139,12 +127,15 @@ class InstructMix:
 	preprompt_ratio: share of training conversations that get a system preprompt from `preprompts`.
 	validation_preprompt: the one preprompt of every validation conversation ("" = `preprompts[0]`,
 	None = no preprompt).
+
+	The defaults have no preprompt pool (the pool is a file: see `dimgpt.presets.dimensiongpt_mix`,
+	the release's mix with the shipped pool, which the presets use).
 	"""
 
 	groups: tuple[MixGroup, ...] = DIMENSIONGPT_GROUPS
-	preprompt_ratio: float = 0.5
-	preprompts: tuple[str, ...] = field(default_factory=load_preprompts)
-	validation_preprompt: str | None = ""
+	preprompt_ratio: float = 0.0
+	preprompts: tuple[str, ...] = ()
+	validation_preprompt: str | None = None
 
 	def __post_init__(self) -> None:
 		names = [g.name for g in self.groups]
@@ -175,15 +166,6 @@ class InstructMix:
 		return {name: ratio / total for name, ratio in kept.items() if ratio > 0}
 
 
-EMBEDDED_SOURCES = (SourceConfig("embedded", kind="embedded"),)
-IDENTITY_SOURCE = SourceConfig("self_identity", path=str(INSTRUCT_RESOURCES / "self_identity.jsonl"), group="identity")
-# the conversations shipped with the project: the instruction set when no other is given
-EMBEDDED_INSTRUCT_SOURCES = (
-	SourceConfig("default_conversations", path=str(INSTRUCT_RESOURCES / "default.jsonl"), group="chatbot"),
-	IDENTITY_SOURCE,
-)
-
-
 @dataclass(frozen=True)
 class DataConfig:
 	"""How text becomes a tokenizer and token files."""
@@ -199,9 +181,9 @@ class DataConfig:
 	shard_tokens: int = 100_000_000  # tokens per shard file (bounded shard size)
 	encode_batch_chars: int = 16_000_000  # characters handed to the tokenizer at once (bounds memory; fewer waits)
 	encode_workers: int = 0  # tokenizer processes; 0: as many as the cores this process may run on
-	sources: tuple[SourceConfig, ...] = EMBEDDED_SOURCES
-	instruct_sources: tuple[SourceConfig, ...] = EMBEDDED_INSTRUCT_SOURCES
-	instruct_mix: InstructMix = field(default_factory=InstructMix)  # fine-tuning groups, ratios, preprompts
+	sources: tuple[SourceConfig, ...] = (SourceConfig("embedded", kind="embedded"),)  # the corpus shipped with us
+	instruct_sources: tuple[SourceConfig, ...] = ()  # the presets give the shipped conversations
+	instruct_mix: InstructMix = InstructMix()  # fine-tuning groups, ratios, preprompts
 	seed: int = 0
 
 
@@ -240,196 +222,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Preset:
-	"""A named bundle of the configs a full run needs."""
+	"""A named bundle of the configs a full run needs: a recipe.
+
+	train: the recipe of a pretraining run (in a run's saved recipe: the one that run follows).
+	finetune: the recipe of a fine-tuning started from such a run.
+	job_pretrain_seconds / job_finetune_seconds: the wall-clock budgets of the main job
+	(`python -m dimgpt run`) on top of the step budgets; None: the step budget alone.
+	"""
 
 	name: str
 	model: ModelConfig
 	data: DataConfig
 	train: TrainConfig
-	finetune: TrainConfig = field(default_factory=TrainConfig)
-
-
-# --- source lists -----------------------------------------------------------------------------------
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _hf(name: str, path: str, multiplier: float, **kwargs: Any) -> SourceConfig:
-	return SourceConfig(name, kind="hf", path=path, multiplier=multiplier, **kwargs)
-
-
-def dimensiongpt_sources() -> tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]:
-	"""The DimensionGPT release mix by Hugging Face dataset ids: (pretraining, instruction) sources.
-
-	Every dataset of a group carries the group's multiplier (Common Crawl 1.0, Wikipedia 4.0, news 0.3,
-	books 0.2, institutions 2.0, others 2.0), so a group weighs its size times its multiplier.
-	Common Crawl and books were cut at 150B and 10B characters in the release.
-	"""
-	all_splits = "train+validation+test"
-	pretrain = (
-		_hf("common_crawl", "ontocord/CulturaY", 1.0, hf_config="fr", streaming=True, max_chars=150_000_000_000),
-		_hf("wikipedia-wikipedia_fr", "eckendoerffer/wikipedia_fr", 4.0, split=all_splits),
-		_hf("wikipedia-roots_wikipedia", "bigscience-data/roots_fr_wikipedia", 4.0),
-		_hf("wikipedia-roots_wikivoyage", "bigscience-data/roots_fr_wikivoyage", 4.0),
-		_hf("news-news_fr", "eckendoerffer/news_fr", 0.3, split=all_splits),
-		_hf("news-roots_wikinews", "bigscience-data/roots_fr_wikinews", 0.3),
-		_hf("news-cc_news", "intfloat/multilingual_cc_news", 0.3, hf_config="fr", text_column="title+maintext"),
-		_hf("news-xlsum", "csebuetnlp/xlsum", 0.3, hf_config="french", split=all_splits, text_column="title+text"),
-		_hf(
-			"news-xlsum_summaries",
-			"csebuetnlp/xlsum",
-			0.3,
-			hf_config="french",
-			split=all_splits,
-			text_column="title+summary",
-		),
-		_hf("news-mlsum", "mlsum", 0.3, hf_config="fr", split=all_splits, text_column="title+text"),
-		_hf("news-mlsum_summaries", "mlsum", 0.3, hf_config="fr", split=all_splits, text_column="title+summary"),
-		_hf("news-orange_sum", "orange_sum", 0.3, hf_config="title", split=all_splits, text_column="summary+text"),
-		_hf("news-covid_news", "gustavecortal/fr_covid_news", 0.3, text_column="title+text"),
-		_hf(
-			"books",
-			"PleIAs/French-PD-Books",
-			0.2,
-			streaming=True,
-			text_column="complete_text",
-			max_chars=10_000_000_000,
-		),
-		_hf("institutions-europarl", "bigscience-data/roots_fr_the_pile_europarl", 2.0),
-		_hf(
-			"institutions-qr_an",
-			"cassandra-themis/QR-AN",
-			2.0,
-			hf_config="qran_generation",
-			split=all_splits,
-			text_column="question+answer",
-		),
-		_hf("others-ted_talks", "bigscience-data/roots_fr_ted_talks_iwslt", 2.0),
-		_hf("others-bloom_lm", "sil-ai/bloom-lm", 2.0, hf_config="fra", split=all_splits),
-	)
-	instruct = tuple(
-		_hf(
-			f"instruct-{group}",
-			"angeluriot/DimensionGPT_instruct",
-			1.0,
-			hf_config=f"{config}_conversations",
-			group=group,
-		)
-		for group, config in (("human", "human"), ("chatbot", "chatbot"), ("identity", "dimension_gpt"))
-	)
-	return pretrain, instruct
-
-
-def corpus_fr_sources(root: str | Path | None = None) -> tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]:
-	"""The offline French corpus (../shared/data next to the repository): (pretraining, instruction) sources.
-
-	Multipliers follow the DimensionGPT spirit at this small scale: novels 1.0, official texts
-	("institutions") 2.0.
-	"""
-	root = Path(root) if root is not None else SHARED_DATA
-	corpus, instruct = root / "corpus_fr", root / "instruct_fr"
-	pretrain = (
-		SourceConfig("eltec_novels", path=str(corpus / "eltec_fra_novels.jsonl"), multiplier=1.0),
-		SourceConfig("textbox_prose", path=str(corpus / "textbox_fr19_prose.jsonl"), multiplier=1.0),
-		SourceConfig("legi_codes", path=str(corpus / "legi_codes.jsonl"), multiplier=2.0),
-		SourceConfig("service_public", path=str(corpus / "service_public_fiches.jsonl"), multiplier=2.0),
-	)
-	conversations = (
-		SourceConfig("oasst1_fr", path=str(instruct / "oasst1_fr.jsonl"), group="human"),
-		SourceConfig("service_public_faq", path=str(instruct / "service_public_faq_fr.jsonl"), group="chatbot"),
-		SourceConfig("cnil_faq", path=str(instruct / "cnil_faq_fr.jsonl"), group="chatbot"),
-		IDENTITY_SOURCE,
-	)
-	return pretrain, conversations
-
-
-SOURCE_LISTS = {
-	"embedded": lambda: (EMBEDDED_SOURCES, EMBEDDED_INSTRUCT_SOURCES),
-	"corpus-fr": corpus_fr_sources,
-	"dimensiongpt": dimensiongpt_sources,
-}
-
-
-def get_sources(name: str) -> tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]:
-	"""The named source list (see `SOURCE_LISTS`): (pretraining, instruction) sources."""
-	if name not in SOURCE_LISTS:
-		raise ValueError(f"unknown source list {name!r}; choose one of: {', '.join(SOURCE_LISTS)}")
-	return SOURCE_LISTS[name]()
-
-
-# --- presets ----------------------------------------------------------------------------------------
-
-
-def _dimensiongpt() -> Preset:
-	pretrain, instruct = dimensiongpt_sources()
-	return Preset(
-		name="dimensiongpt-0.2b",
-		model=ModelConfig(),
-		data=DataConfig(sources=pretrain, instruct_sources=instruct),
-		train=TrainConfig(),
-		finetune=TrainConfig(
-			lr=1e-4,
-			min_lr=1e-5,
-			warmup_steps=100,
-			decay_steps=5_000,
-			max_steps=5_000,
-			eval_every=250,
-			checkpoint_every=250,
-		),
-	)
-
-
-def _tiny() -> Preset:
-	"""Small enough to train in minutes on 2 CPU cores."""
-	return Preset(
-		name="tiny",
-		model=ModelConfig(
-			vocab_size=4_096,
-			context_length=128,
-			window=64,
-			dim=128,
-			n_layers=4,
-			n_heads=4,
-			n_kv_heads=2,
-		),
-		data=DataConfig(vocab_size=4_096, tokenizer_chars=5_000_000, shard_tokens=1_000_000),
-		train=TrainConfig(
-			batch_size=16,
-			grad_accum=1,
-			lr=3e-3,
-			min_lr=3e-4,
-			warmup_steps=50,
-			decay_steps=2_000,
-			max_steps=2_000,
-			eval_every=100,
-			eval_batches=10,
-			checkpoint_every=100,
-			log_every=10,
-		),
-		finetune=TrainConfig(  # peak lr as in pretraining: 3e-3 beat 1e-3 on the 400-step CPU budget
-			batch_size=16,
-			grad_accum=1,
-			lr=3e-3,
-			min_lr=3e-4,
-			warmup_steps=20,
-			decay_steps=400,
-			max_steps=400,
-			eval_every=50,
-			eval_batches=10,
-			checkpoint_every=50,
-			log_every=10,
-		),
-	)
-
-
-PRESETS = {"dimensiongpt-0.2b": _dimensiongpt, "tiny": _tiny}
-
-
-def get_preset(name: str) -> Preset:
-	"""The preset called `name` (see `PRESETS`)."""
-	if name not in PRESETS:
-		raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-	return PRESETS[name]()
+	finetune: TrainConfig = TrainConfig()
+	job_pretrain_seconds: float | None = None
+	job_finetune_seconds: float | None = None
 
 
 # --- JSON round-trip --------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ LONGEST_WORD = 10_000
 # no cleaning first. Each is one pass of the normalizer over the text, hence a short list.
 TYPOGRAPHY = "«»‘’“”—–―…°\r\u00a0\u202f\u2009\u00ad\u200d\ufe0fÁáÍíÓóÚúÝýÒòÌìÑñÃãÕõÅåØøß"
 
-# DESIGN §2 chat format, as `dimgpt.data.instruct.format_conversations` writes it: each turn is its role
+# The chat format (docs/dimensiongpt.md, "Chat format"), as `dimgpt.data.instruct.format_conversations` writes it: each turn is its role
 # token then its text; an assistant answer ends at the next ⮜user⮞ or at ⮜end-of-text⮞. The message
 # texts must be cleaned by the caller, as for the tokenizer.
 CHAT_TEMPLATE = (

@@ -16,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dimgpt.config import Preset, get_preset
+from dimgpt.config import Preset
+from dimgpt.presets import get_preset
 
 # Asked to the chat model at the end of the job (the shipped instruction set is French).
 QUESTIONS = ("Bonjour !", "Qui es-tu ?", "Quelle est la capitale de la France ?")

@@ -10,7 +10,7 @@ temperature (0 = greedy), top-k, top-p. Control tokens other than the stop token
 except ⮜tab⮞ and ⮜new-line⮞, which are text. Ids past the tokenizer's vocabulary (spare slots of a
 larger model vocabulary) are never sampled either.
 
-Chat format (DESIGN §2): `⮜start-of-text⮞ [⮜system⮞ preprompt] ⮜user⮞ question ⮜assistant⮞ answer
+Chat format (docs/dimensiongpt.md, "Chat format"): `⮜start-of-text⮞ [⮜system⮞ preprompt] ⮜user⮞ question ⮜assistant⮞ answer
 ⮜user⮞ …`. An answer ends at the model's next ⮜user⮞ or ⮜end-of-text⮞ (neither is shown); outside
 chat, generation stops at ⮜end-of-text⮞. The history is trimmed, oldest turns first, so that the
 prompt leaves room for the answer inside the context.

@@ -16,12 +16,13 @@ import pytest
 import torch
 from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, one_thread, real_batches  # noqa: F401 (autouse fixture)
 
-from dimgpt.config import get_preset
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 from dimgpt.training.checkpoint import (
 	check_model_config,
 	has_checkpoint,
+	load_recipe,
 	load_training_state,
 	recover,
 	save_checkpoint,
@@ -35,13 +36,15 @@ def test_round_trip_is_plain_data(tmp_path: Path) -> None:
 	torch.manual_seed(0)
 	model = Transformer(SMALL)
 	state = {"step": 7, "rng": random.getstate(), "loaders": [{"step": 3}], "best": None, "t": torch.arange(3)}
-	directory = save_checkpoint(tmp_path / "last", model, state, {"train": QUICK})
+	recipe = replace(get_preset("tiny"), model=SMALL, train=QUICK)
+	directory = save_checkpoint(tmp_path / "last", model, state, recipe)
 	assert sorted(p.name for p in directory.iterdir()) == [
 		"model.json",
 		"model.safetensors",
-		"train_config.json",
+		"recipe.json",
 		"training.pt",
 	]
+	assert load_recipe(directory) == recipe
 	loaded = load_training_state(directory)  # weights_only=True inside
 	assert loaded["step"] == 7 and loaded["loaders"] == [{"step": 3}] and loaded["best"] is None
 	assert tuple(loaded["rng"][1]) == random.getstate()[1]
@@ -55,7 +58,7 @@ def test_round_trip_is_plain_data(tmp_path: Path) -> None:
 def test_recover_from_each_crash_point(tmp_path: Path) -> None:
 	model = Transformer(SMALL)
 	last = tmp_path / "last"
-	save_checkpoint(last, model, {"step": 1}, {})
+	save_checkpoint(last, model, {"step": 1})
 	# Killed after the old checkpoint was moved aside, before the new one took its place.
 	os.replace(last, tmp_path / ".last.old")
 	(tmp_path / ".last.tmp").mkdir()
@@ -82,7 +85,7 @@ SAVER = textwrap.dedent(
 		with torch.no_grad():
 			for p in model.parameters():
 				p.fill_(step)
-		save_checkpoint(sys.argv[1], model, {"step": step, "moments": torch.full((50_000,), float(step))}, {})
+		save_checkpoint(sys.argv[1], model, {"step": step, "moments": torch.full((50_000,), float(step))})
 		print(step, flush=True)
 	"""
 )

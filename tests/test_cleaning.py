@@ -1,4 +1,4 @@
-"""Cleaning: DESIGN §2 semantics, properties with hypothesis, and a few exact cases."""
+"""Cleaning: the semantics of docs/dimensiongpt.md, properties with hypothesis, and a few exact cases."""
 
 from __future__ import annotations
 

@@ -22,12 +22,13 @@ import pytest
 import torch
 
 from dimgpt.cli import main
-from dimgpt.config import ModelConfig, get_preset
+from dimgpt.config import ModelConfig
 from dimgpt.data.create import create_data
 from dimgpt.data.tokenizer import Tokenizer
 from dimgpt.errors import ExitCode
 from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSAFE_ADVICE = ("weights_only", "allow_pickle", "arbitrary code", "pickle.load")

@@ -2,17 +2,8 @@ import json
 
 import pytest
 
-from dimgpt.config import (
-	PRESETS,
-	ModelConfig,
-	Preset,
-	SourceConfig,
-	from_dict,
-	get_preset,
-	load_json,
-	save_json,
-	to_dict,
-)
+from dimgpt.config import ModelConfig, Preset, SourceConfig, from_dict, load_json, save_json, to_dict
+from dimgpt.presets import PRESETS, get_preset
 
 
 def test_dimensiongpt_parameter_count():
@@ -65,3 +56,29 @@ def test_unknown_json_field_is_an_error(tmp_path):
 
 def test_tiny_model_is_small():
 	assert get_preset("tiny").model.num_parameters() < 2_000_000
+
+
+def test_config_module_reads_no_file():
+	# the schema describes; the catalogue (dimgpt.presets) reads the shipped resources
+	import ast
+	import inspect
+
+	import dimgpt.config
+
+	tree = ast.parse(inspect.getsource(dimgpt.config))
+	calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+	assert "read_text" in calls  # load_json, called explicitly
+	factories = [
+		kw.value
+		for n in ast.walk(tree)
+		if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "field"
+		for kw in n.keywords
+		if kw.arg == "default_factory"
+	]
+	assert factories == []  # no default computed by a function (the preprompt file was read in one)
+
+
+def test_main_job_budgets_are_on_the_preset():
+	tiny, big = get_preset("tiny"), get_preset("dimensiongpt-0.2b")
+	assert (tiny.job_pretrain_seconds, tiny.job_finetune_seconds) == (300, 120)
+	assert (big.job_pretrain_seconds, big.job_finetune_seconds) == (None, None)  # its step budget alone

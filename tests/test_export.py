@@ -163,7 +163,7 @@ def test_untied_output_layer_is_exported(tmp_path: Path) -> None:
 
 
 def dimensiongpt_state_dict(vocab_size: int, dim: int, n_layers: int, kv_dim: int, hidden_dim: int) -> dict:
-	"""A state_dict in the layout of the released DimensionGPT-0.2B.pt (DESIGN §2 keys), random weights."""
+	"""A state_dict in the layout of the released DimensionGPT-0.2B.pt (the keys of docs/dimensiongpt.md, "Weights"), random weights."""
 	generator = torch.Generator().manual_seed(4)
 
 	def matrix(rows: int, columns: int) -> torch.Tensor:

@@ -13,15 +13,19 @@ import torch
 from safetensors.torch import load_file
 
 from dimgpt.cli import main
-from dimgpt.config import InstructMix, MixGroup, ModelConfig, TrainConfig, get_preset
+from dimgpt.config import InstructMix, MixGroup, ModelConfig, TrainConfig, save_json
 from dimgpt.data.instruct import build_instruct_source
 from dimgpt.data.mix import RESOURCES
 from dimgpt.data.store import write_json
 from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
+from dimgpt.training.checkpoint import load_recipe
 from dimgpt.training.finetune import finetune, pretrained_checkpoint
+from dimgpt.training.schedule import learning_rate
+from dimgpt.training.trainer import resolve_recipe
 
 EXCHANGES = [
 	("Bonjour !", "Bonjour ! Comment puis-je vous aider ?"),
@@ -166,6 +170,7 @@ def test_finetune_command(tmp_path, dataset, capsys):
 	pretrained = make_pretrained(tmp_path / "pretrain", context_length=get_preset("tiny").model.context_length)
 	out = tmp_path / "chat"
 	args = ["finetune", "--from", str(pretrained), "--data", str(dataset), "--run-dir", str(out), "--no-progress"]
+	args += ["--preset", "tiny"]  # weights saved alone, of no preset's shape: the recipe must be named
 	args += ["--max-steps", "2", "--set", "batch_size=2", "--set", "eval_every=2", "--preprompt-ratio", "1.0"]
 	assert main(args) == 0
 	assert "fine-tuned to step 2" in capsys.readouterr().out
@@ -223,3 +228,70 @@ def test_train_kind_instruct_draws_the_fine_tuning_mix(dataset):
 		assert all(torch.equal(a, b) for a, b in zip(got, want))
 	weights = set(torch.cat([ours.next_batch()[2] for _ in range(4)]).unique().tolist())
 	assert {round(w, 4) for w in weights} == {0.1, 1.0}  # instructions, answers (training rows are full)
+
+
+def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, dataset, monkeypatch, capsys):
+	# A preset of our own, registered like the catalogue's, with recipes no other preset has.
+	from dimgpt.presets import PRESETS
+
+	model = ModelConfig(vocab_size=1000, context_length=96, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2)
+	small = replace(RECIPE, batch_size=2, grad_accum=1, eval_every=2, eval_batches=1, checkpoint_every=2)
+	fake = replace(get_preset("tiny"), name="fake", model=model, train=small, finetune=replace(small, lr=7e-4))
+	monkeypatch.setitem(PRESETS, "fake", lambda: fake)
+	pretrained, chat = tmp_path / "pretrained", tmp_path / "chat"
+	common = ["--data", str(dataset), "--no-progress"]
+	assert (
+		main(
+			[
+				"train",
+				"--kind",
+				"instruct",
+				"--preset",
+				"fake",
+				"--run-dir",
+				str(pretrained),
+				*common,
+				"--max-steps",
+				"2",
+			]
+		)
+		== 0
+	)
+	# resumed without --preset: its own recipe (the tiny default would not even match the model)
+	assert main(["train", "--kind", "instruct", "--run-dir", str(pretrained), *common, "--max-steps", "3"]) == 0
+	assert "from step 2" in capsys.readouterr().out
+
+	assert main(["finetune", "--from", str(pretrained), "--run-dir", str(chat), *common, "--max-steps", "2"]) == 0
+	recipe = load_recipe(chat / "checkpoints" / "last")
+	assert recipe.name == "fake" and recipe.model == model
+	assert recipe.train == replace(fake.finetune, max_steps=2)  # the pretrained run's fine-tuning recipe
+	first = json.loads((chat / "metrics.jsonl").read_text().splitlines()[0])
+	assert first["lr"] == pytest.approx(learning_rate(0, fake.finetune))
+
+	# --preset overrides the saved recipe
+	other = tmp_path / "chat-tiny"
+	args = ["finetune", "--from", str(pretrained), "--run-dir", str(other), *common, "--max-steps", "1"]
+	assert main([*args, "--preset", "tiny", "--set", "batch_size=2"]) == 0
+	assert load_recipe(other / "checkpoints" / "last").train.lr == get_preset("tiny").finetune.lr
+
+
+def test_a_0_2b_run_is_fine_tuned_with_the_0_2b_recipe(tmp_path):
+	# resolve_recipe is what `finetune --from` (and `train --init-from`) ask; no weights are read
+	big = get_preset("dimensiongpt-0.2b")
+	run = tmp_path / "pretrain-0.2b"
+	(run / "checkpoints" / "last").mkdir(parents=True)
+	save_json(big, run / "checkpoints" / "last" / "recipe.json")
+	recipe, config = resolve_recipe(None, tmp_path / "chat", "instruct", run)
+	assert recipe.name == "dimensiongpt-0.2b" and config == big.finetune and config.lr == 1e-4
+	assert resolve_recipe(None, tmp_path / "chat", "pretrain", run)[1] == big.train
+	assert resolve_recipe("tiny", tmp_path / "chat", "instruct", run)[1] == get_preset("tiny").finetune
+
+	# weights saved without a recipe: the catalogue preset of the same model shape
+	alone = tmp_path / "alone"
+	alone.mkdir()
+	save_json(big.model, alone / "model.json")
+	(alone / "model.safetensors").touch()  # the config comes from model.json: the weights are not read
+	assert resolve_recipe(None, tmp_path / "chat", "instruct", alone)[1] == big.finetune
+	save_json(replace(big.model, n_layers=3), alone / "model.json")
+	with pytest.raises(ValueError, match="--preset"):
+		resolve_recipe(None, tmp_path / "chat", "instruct", alone)

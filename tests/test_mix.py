@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dimgpt.config import DIMENSIONGPT_GROUPS, DataConfig, InstructMix, MixGroup, from_dict, load_preprompts, to_dict
+from dimgpt.config import DIMENSIONGPT_GROUPS, DataConfig, InstructMix, MixGroup, from_dict, to_dict
 from dimgpt.data.instruct import build_instruct_source, parse_record
 from dimgpt.data.mix import RESOURCES, MixLoader
 from dimgpt.data.store import write_json
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, PADDING, START_OF_TEXT, SYSTEM, USER, Tokenizer
+from dimgpt.presets import dimensiongpt_mix, get_preset, load_preprompts
 
 HAND_WRITTEN = {
 	"context": "",
@@ -72,7 +73,7 @@ def test_loss_weights_token_by_token(tmp_path, tokenizer):
 	expected = [i] + [i] * len(q1) + [i] + [a] * len(a1) + [a] + [i] * len(q2) + [i] + [a] * len(a2) + [a]
 	assert len(expected) == len(conversation) - 1
 
-	no_preprompt = InstructMix(groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=0.0)
+	no_preprompt = replace(dimensiongpt_mix(), groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=0.0)
 	size = len(conversation) + 5
 	train = MixLoader(store, "train", 2, size, no_preprompt, instruction_weight=0.1)
 	x, y, w = train.next_batch()
@@ -126,7 +127,7 @@ def three_groups(tmp_path_factory, tokenizer) -> Path:
 
 def test_group_and_preprompt_ratios_within_tolerance(three_groups, tokenizer):
 	# the DimensionGPT ratios, on draws
-	loader = MixLoader(three_groups, "train", 8, 64, InstructMix())
+	loader = MixLoader(three_groups, "train", 8, 64, dimensiongpt_mix())
 	assert loader.ratios == pytest.approx({"human": 0.099, "chatbot": 0.9, "identity": 0.001})
 	rng = np.random.default_rng(1)
 	n = 100_000
@@ -141,9 +142,8 @@ def test_group_and_preprompt_ratios_within_tolerance(three_groups, tokenizer):
 	assert len(human) == len(loader.members[0])
 
 	# the same on real batches: conversations recognised by the first token of their question
-	mix = InstructMix(
-		groups=(MixGroup("human", 0.3), MixGroup("chatbot", 0.6), MixGroup("identity", 0.1)), preprompt_ratio=0.25
-	)
+	groups = (MixGroup("human", 0.3), MixGroup("chatbot", 0.6), MixGroup("identity", 0.1))
+	mix = replace(dimensiongpt_mix(), groups=groups, preprompt_ratio=0.25)
 	loader = MixLoader(three_groups, "train", 32, 48, mix)
 	first = {
 		tokenizer.encode(word)[0]: group
@@ -175,7 +175,7 @@ def test_missing_groups_are_renormalised_and_unknown_ones_refused(three_groups):
 
 
 def test_validation_covers_held_out_conversations_once(three_groups):
-	loader = MixLoader(three_groups, "validation", 4, 192, InstructMix())
+	loader = MixLoader(three_groups, "validation", 4, 192, dimensiongpt_mix())
 	held = loader.num_conversations
 	assert held == 4 + 30 + 1  # 10 % of each source
 	rows = []
@@ -183,30 +183,33 @@ def test_validation_covers_held_out_conversations_once(three_groups):
 		x, _, w = loader.next_batch()
 		rows += [tuple(r) for r, weights in zip(x.tolist(), w.tolist()) if sum(weights) > 0]
 	assert len(rows) == held and len(set(rows)) == held
-	again = MixLoader(three_groups, "validation", 4, 48, InstructMix())
+	again = MixLoader(three_groups, "validation", 4, 48, dimensiongpt_mix())
 	assert (
 		again.next_batch()[0].tolist()
-		== MixLoader(three_groups, "validation", 4, 48, InstructMix()).next_batch()[0].tolist()
+		== MixLoader(three_groups, "validation", 4, 48, dimensiongpt_mix()).next_batch()[0].tolist()
 	)
 
 
 def test_training_batches_resume_from_state(three_groups):
-	loader = MixLoader(three_groups, "train", 4, 48, InstructMix(), seed=3)
+	loader = MixLoader(three_groups, "train", 4, 48, dimensiongpt_mix(), seed=3)
 	batches = [loader.next_batch() for _ in range(5)]
 	state = loader.state_dict()
 	after = loader.next_batch()
-	resumed = MixLoader(three_groups, "train", 4, 48, InstructMix(), seed=3)
+	resumed = MixLoader(three_groups, "train", 4, 48, dimensiongpt_mix(), seed=3)
 	resumed.load_state_dict(json.loads(json.dumps(state)))
 	assert all(a.equal(b) for a, b in zip(resumed.next_batch(), after))
 	assert not batches[0][0].equal(batches[1][0])
 
 
 def test_mix_config_round_trip_and_checks():
-	data = DataConfig()
+	assert DataConfig().instruct_mix == InstructMix(preprompt_ratio=0.0, validation_preprompt=None)  # no file read
+	data = get_preset("tiny").data
 	assert data.instruct_mix.groups == DIMENSIONGPT_GROUPS
 	assert {g.name: g.ratio for g in DIMENSIONGPT_GROUPS} == {"human": 0.099, "chatbot": 0.9, "identity": 0.001}
 	assert data.instruct_mix.validation_preprompt == data.instruct_mix.preprompts[0]
-	changed = replace(data, instruct_mix=InstructMix(groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=0.2))
+	changed = replace(
+		data, instruct_mix=replace(data.instruct_mix, groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=0.2)
+	)
 	assert from_dict(DataConfig, json.loads(json.dumps(to_dict(changed)))) == changed
 	with pytest.raises(ValueError, match="preprompt_ratio"):
 		InstructMix(preprompt_ratio=1.5)
@@ -234,7 +237,7 @@ def test_resources_are_well_formed():
 def test_dataset_context_is_kept_instead_of_a_preprompt(tmp_path, tokenizer):
 	record = {"context": "Tu parles comme un pirate.", **{k: v for k, v in HAND_WRITTEN.items() if k != "context"}}
 	store = make_store(tmp_path, tokenizer, {"hub": ([record, record], "chatbot")}, held=0.5)
-	mix = InstructMix(groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=1.0)
+	mix = replace(dimensiongpt_mix(), groups=(MixGroup("chatbot", 1.0),), preprompt_ratio=1.0)
 	context = [SYSTEM, *tokenizer.encode("Tu parles comme un pirate."), USER]
 	for split in ("train", "validation"):
 		row = MixLoader(store, split, 2, 96, mix).next_batch()[0][0].tolist()
@@ -246,18 +249,18 @@ def test_dataset_context_is_kept_instead_of_a_preprompt(tmp_path, tokenizer):
 
 def test_mix_over_the_french_instruction_files(tmp_path, tokenizer, instruct_fr):
 	# the corpus-fr instruction sources, read through the same `datasets` path as hub sources
-	from dimgpt.config import corpus_fr_sources
 	from dimgpt.data.sources import read_records
+	from dimgpt.presets import corpus_fr_sources
 
 	_, sources = corpus_fr_sources(instruct_fr.parent)
 	records = {s.name: (list(read_records(s)), s.group or s.name) for s in sources}
 	store = make_store(tmp_path, tokenizer, records, held=0.02)
-	loader = MixLoader(store, "train", 16, 128, InstructMix())
+	loader = MixLoader(store, "train", 16, 128, dimensiongpt_mix())
 	assert loader.ratios == pytest.approx({"human": 0.099, "chatbot": 0.9, "identity": 0.001})
 	assert loader.num_conversations > 2_000
 	_, _, w = loader.next_batch()
 	assert {round(v, 6) for v in w.unique().tolist()} == {0.1, 1.0}  # packed rows: no padding in training
-	valid = MixLoader(store, "validation", 16, 128, InstructMix())
+	valid = MixLoader(store, "validation", 16, 128, dimensiongpt_mix())
 	assert 30 <= valid.num_conversations <= 80
 	answered = 0
 	for _ in range(-(-valid.num_conversations // 16)):

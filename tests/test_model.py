@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from dimgpt.config import ModelConfig, get_preset
+from dimgpt.config import ModelConfig
 from dimgpt.model.attention import reference_attention
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 
 SMALL = ModelConfig(vocab_size=97, context_length=48, window=8, dim=64, n_layers=3, n_heads=4, n_kv_heads=2)
 
@@ -65,7 +66,7 @@ def test_initialisation_statistics():
 
 
 def _reference_forward(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
-	"""DESIGN maths written out in float64, RoPE through complex numbers, independent of the module code."""
+	"""The maths of docs/dimensiongpt.md ("Model maths") written out in float64, RoPE through complex numbers, independent of the module code."""
 	c = model.config
 	w = {k: v.double() for k, v in model.state_dict().items()}
 

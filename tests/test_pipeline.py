@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dimgpt.config import get_preset
 from dimgpt.data.corpus import embedded_corpus_info, embedded_documents
 from dimgpt.data.tokenizer import CONTROL_TOKENS, Tokenizer
 from dimgpt.pipeline import run_main_job
+from dimgpt.presets import get_preset
 
 
 def test_embedded_corpus_is_real_text() -> None:

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from dimgpt.config import TrainConfig, get_preset
+from dimgpt.config import TrainConfig
+from dimgpt.presets import get_preset
 from dimgpt.training.schedule import learning_rate
 
 RECIPE = get_preset("dimensiongpt-0.2b").train  # 6e-4 -> 6e-5, 2,000 warmup, decay over 100,000 steps

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dimgpt.config import ModelConfig, get_preset
+from dimgpt.config import ModelConfig
 from dimgpt.data.create import create_data
 from dimgpt.data.loader import PretrainLoader
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 from dimgpt.training.metrics import read_metrics
 from dimgpt.training.trainer import Trainer, make_optimizer, resolve_precision
 

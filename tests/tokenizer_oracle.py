@@ -1,4 +1,4 @@
-"""The DESIGN §2 encoding written plainly: the reference the fast encoder is tested against.
+"""The encoding of docs/dimensiongpt.md written plainly: the reference the fast encoder is tested against.
 
 No tricks: split on tab/newline (and control tokens when asked), split each piece into words with one
 regex, cut each word greedily into the longest vocabulary token of at most 16 characters.

@@ -96,7 +96,7 @@ def _non_authorised(text: str) -> set[str]:
 
 
 def clean(text: str) -> str:
-	"""Reduce `text` to the authorised characters (DESIGN §2). Idempotent."""
+	"""Reduce `text` to the authorised characters (docs/dimensiongpt.md, "Cleaning"). Idempotent."""
 	bad = _non_authorised(text)
 	if bad & _MULTI_PARTS:
 		text = _MULTI_RE.sub(lambda m: _TO_PRIVATE[m.group()], text)

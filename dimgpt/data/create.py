@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dimgpt.config import SOURCE_LISTS, DataConfig, SourceConfig, get_preset, get_sources, to_dict
+from dimgpt.config import DataConfig, SourceConfig, to_dict
+from dimgpt.presets import SOURCE_LISTS, get_preset, get_sources
 from dimgpt.data.instruct import build_instruct_source
 from dimgpt.data.sources import SourceError, SourceStats, documents, local_files, read_records
 from dimgpt.data.store import (

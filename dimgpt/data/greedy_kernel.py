@@ -1,4 +1,4 @@
-"""The DESIGN §2 encoder compiled with numba: word split and greedy longest match in one pass.
+"""The encoder of docs/dimensiongpt.md ("Encoding") compiled with numba: word split and greedy longest match in one pass.
 
 The text's code points go through one table (per tokenizer) that gives each its character class
 (letter, digit, space, tab, newline, other) and its index in the vocabulary's alphabet (0: in no

@@ -1,7 +1,7 @@
 """Instruction data: conversations in the chat format, stored as flat tokens with per-token role marks.
 
 A record is `{"context": optional system text, "conversation": [{"role", "text"}, ...]}` (the French
-Instruct format; roles user | assistant | human | system). It becomes (DESIGN §2)
+Instruct format; roles user | assistant | human | system). It becomes (docs/dimensiongpt.md, "Chat format")
 
     ⮜start-of-text⮞ [⮜system⮞ context] ⮜user⮞ question ⮜assistant⮞ answer ⮜user⮞ … ⮜end-of-text⮞
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from dimgpt.config import INSTRUCT_RESOURCES, InstructMix
+from dimgpt.config import InstructMix
 from dimgpt.data.instruct import ANSWER, PADDING_MARK, PROMPT, insert_preprompt, open_instruct_source
 from dimgpt.data.loader import StepLoader
 from dimgpt.data.store import StoreError, checked_ids, read_json
 from dimgpt.data.tokenizer import PADDING, Tokenizer
 from dimgpt.errors import NotFoundError
+from dimgpt.presets import INSTRUCT_RESOURCES
 
 RESOURCES = INSTRUCT_RESOURCES
 

@@ -1,6 +1,6 @@
 """The DimensionGPT tokenizer: vocab.txt format, greedy longest-match encoding, training.
 
-Encoding (DESIGN §2): clean the text; tabs and newlines become their control tokens; the rest is
+Encoding (docs/dimensiongpt.md, "Encoding"): clean the text; tabs and newlines become their control tokens; the rest is
 split into words (runs of digits | runs of letters | runs of other characters | runs of spaces, a
 single space glued to the front of the next word, a space run giving its last space to the next
 word); each word is cut greedily left to right into the longest vocabulary token of at most 16
@@ -67,7 +67,7 @@ CONTROL_TOKENS: tuple[str, ...] = (
 UNKNOWN, PADDING, START_OF_TEXT, TAB, NEW_LINE, HUMAN, SYSTEM, USER, ASSISTANT, END_OF_TEXT = range(10)
 MAX_TOKEN_LENGTH = 16  # longest token the encoder ever matches (the released vocab's limit)
 
-# One word of DESIGN §2 inside a run of text with no tab, newline or control token.
+# One word (docs/dimensiongpt.md, "Encoding") inside a run of text with no tab, newline or control token.
 WORD_PATTERN = r" ?[0-9]+| ?\p{L}+| ?[^ 0-9\p{L}]+| +(?![^ ])| +"
 _CONTROL_RE = re.compile("(" + "|".join(re.escape(t) for t in CONTROL_TOKENS) + ")")
 WORD_RE = regex.compile(WORD_PATTERN)
@@ -244,7 +244,7 @@ class Tokenizer:
 		)
 
 	def _plain_ids(self, text: str) -> list[int]:
-		"""The DESIGN §2 algorithm written out, for what the cache has not seen."""
+		"""The encoding algorithm (docs/dimensiongpt.md) written out, for what the cache has not seen."""
 		words = self._words
 		out = []
 		for i, segment in enumerate(_TAB_NEWLINE_RE.split(text)):

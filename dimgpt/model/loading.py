@@ -112,6 +112,22 @@ def load_model(
 	return model.to(device).eval()
 
 
+def read_model_config(path: str | Path) -> ModelConfig:
+	"""The ModelConfig of the weights at `path` (as `load_model` finds it), reading no tensor when a
+	model.json or the safetensors metadata says it."""
+	file, config = _locate(Path(path), None)
+	if config is not None:
+		return config
+	if file.suffix == ".safetensors":
+		from safetensors import safe_open
+
+		with safe_open(str(file), framework="pt") as f:
+			metadata = f.metadata() or {}
+		if "dimgpt_model_config" in metadata:
+			return from_dict(ModelConfig, json.loads(metadata["dimgpt_model_config"]))
+	return infer_config(_normalise_keys(_read(file)[0]), file)
+
+
 def infer_config(state: dict[str, torch.Tensor], file: Path | str = "<state_dict>") -> ModelConfig:
 	"""ModelConfig from the tensor shapes of a DimensionGPT-layout state_dict (see the module doc)."""
 	for key in ("token_embedding.weight", "blocks.0.attention.key.weight", "blocks.0.feed_forward.linear_1.weight"):

@@ -3,7 +3,8 @@
 A checkpoint is a directory (`RUN_DIR/checkpoints/last`, `.../best`) holding
 `model.safetensors` + `model.json` (so `load_model(directory)` works on it alone), `training.pt`
 (optimizer, gradient scaler, counters, loader states, RNG states; plain tensors and containers,
-read back with `weights_only=True`) and the configs as JSON.
+read back with `weights_only=True`) and `recipe.json`, the run's recipe (a `Preset`: the configs a
+run continued or started from this checkpoint takes by default).
 
 Atomicity: the new checkpoint is written in full to `.NAME.tmp`, every file fsynced, then the old
 directory is renamed to `.NAME.old`, the new one to `NAME`, and the old one removed. A kill at any
@@ -13,7 +14,6 @@ instant leaves either `NAME` or `.NAME.old` complete; `recover` puts the survivo
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -22,11 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dimgpt.config import ModelConfig, from_dict, to_dict
+from dimgpt.config import ModelConfig, Preset, from_dict, load_json, save_json
 from dimgpt.errors import BadFileError, MismatchError, NotFoundError
 from dimgpt.model.loading import save_model
 
 TRAINING_STATE = "training.pt"
+RECIPE_FILE = "recipe.json"
 
 
 def _fsync_path(path: Path) -> None:
@@ -59,8 +60,10 @@ def recover(directory: str | Path) -> Path:
 	return directory
 
 
-def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, Any], configs: dict[str, Any]) -> Path:
-	"""Write `model`, the training `state` and `configs` (name -> config dataclass) to `directory`."""
+def save_checkpoint(
+	directory: str | Path, model: nn.Module, state: dict[str, Any], recipe: Preset | None = None
+) -> Path:
+	"""Write `model`, the training `state` and the run's `recipe` (when known) to `directory`."""
 	directory = Path(directory)
 	directory.parent.mkdir(parents=True, exist_ok=True)
 	tmp, old = _siblings(directory)
@@ -68,9 +71,8 @@ def save_checkpoint(directory: str | Path, model: nn.Module, state: dict[str, An
 	tmp.mkdir()
 	save_model(model, tmp)
 	torch.save(state, tmp / TRAINING_STATE)
-	for name, config in configs.items():
-		text = json.dumps(to_dict(config), indent=2, ensure_ascii=False) + "\n"
-		(tmp / f"{name}_config.json").write_text(text, encoding="utf-8")
+	if recipe is not None:
+		save_json(recipe, tmp / RECIPE_FILE)
 	_fsync_tree(tmp)
 	if directory.exists():
 		shutil.rmtree(old, ignore_errors=True)
@@ -116,3 +118,9 @@ def check_model_config(saved: ModelConfig | dict[str, Any], wanted: ModelConfig,
 			f"{where} was made with a different model config ({'; '.join(differences)}); "
 			"use the preset it was trained with, or another run directory"
 		)
+
+
+def load_recipe(directory: str | Path) -> Preset | None:
+	"""The recipe saved with the checkpoint in `directory` (None when it has none: weights saved alone)."""
+	path = Path(directory) / RECIPE_FILE
+	return load_json(Preset, path) if path.is_file() else None

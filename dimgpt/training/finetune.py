@@ -1,7 +1,8 @@
 """Fine-tuning: from a pretrained run's checkpoint to a chat model.
 
-The same trainer as pretraining, with the preset's `finetune` recipe, the instruction store of the
-dataset and the conversation mix of `dimgpt.data.mix`. The pretrained run is only read: the new run
+The same trainer as pretraining, with the `finetune` recipe of the pretrained run (its saved
+recipe; a preset given overrides it), the instruction store of the dataset and the conversation mix
+of `dimgpt.data.mix`. The pretrained run is only read: the new run
 lives in its own directory (checkpoints, metrics, plots, vocab.txt) and resumes from there when
 restarted.
 
@@ -20,11 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dimgpt.config import InstructMix, ModelConfig, Preset, TrainConfig, from_dict, get_preset, load_json
+from dimgpt.config import InstructMix, Preset, TrainConfig
 from dimgpt.data.mix import mix_loaders
-from dimgpt.model.loading import load_model
+from dimgpt.model.loading import load_model, read_model_config
 from dimgpt.training.distributed import cleanup_distributed
-from dimgpt.training.trainer import Trainer, TrainResult, build_trainer
+from dimgpt.training.trainer import Trainer, TrainResult, build_trainer, dataset_mix, resolve_recipe
 
 INFO_FILE = "finetune.json"
 
@@ -66,16 +67,6 @@ def _check_separate(source: Path, run_dir: Path) -> None:
 			)
 
 
-def dataset_mix(dataset_dir: str | Path, preset: Preset) -> InstructMix:
-	"""The conversation mix the dataset was made with (its data.json), else the preset's."""
-	path = Path(dataset_dir) / "data.json"
-	if path.is_file():
-		config = json.loads(path.read_text(encoding="utf-8")).get("config") or {}
-		if "instruct_mix" in config:
-			return from_dict(InstructMix, config["instruct_mix"])
-	return preset.data.instruct_mix
-
-
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]]) -> float:
 	"""Weighted mean cross-entropy of `model` over (x, y, w) batches (answer tokens only in validation)."""
@@ -95,7 +86,7 @@ def build_finetuner(
 	dataset_dir: str | Path,
 	run_dir: str | Path,
 	*,
-	preset: Preset | str = "tiny",
+	preset: Preset | str | None = None,
 	mix: InstructMix | None = None,
 	checkpoint: str = "auto",
 	train_config: TrainConfig | None = None,
@@ -104,23 +95,24 @@ def build_finetuner(
 ) -> Trainer:
 	"""A Trainer that fine-tunes the pretrained run `from_run` on the instructions of `dataset_dir`.
 
-	The model shape comes from the checkpoint; the recipe is `preset.finetune` (or `train_config`),
-	with `overrides` replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's
-	`instruct_mix`, else the preset's. Validation takes at most the batches that cover the held-out
+	The model shape comes from the checkpoint; the train config is the `finetune` recipe saved with
+	it (resuming: the run's own), or `preset.finetune` when a preset is given, or `train_config`, with
+	`overrides` replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's
+	`instruct_mix`, else the recipe's. Validation takes at most the batches that cover the held-out
 	conversations once. If `run_dir` holds a run, the Trainer resumes it; otherwise the validation
 	loss of the starting weights goes to RUN_DIR/finetune.json first.
 	"""
 	source = pretrained_checkpoint(from_run, checkpoint)
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
 	_check_separate(source, run_dir)
-	preset = get_preset(preset) if isinstance(preset, str) else preset
-	preset = replace(preset, model=load_json(ModelConfig, source / "model.json"))
-	config = replace(train_config or preset.finetune, **overrides)
-	mix = mix or dataset_mix(dataset_dir, preset)
+	recipe, config = resolve_recipe(preset, run_dir, "instruct", source)
+	recipe = replace(recipe, model=read_model_config(source))
+	config = replace(train_config or config, **overrides)
+	mix = mix or dataset_mix(dataset_dir, recipe)
 	make_loader = mix_loaders(
 		dataset_dir,
 		config.batch_size,
-		preset.model.context_length,
+		recipe.model.context_length,
 		mix,
 		seed=config.seed,
 		instruction_weight=config.instruction_loss_weight,
@@ -143,7 +135,7 @@ def build_finetuner(
 			(run_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 			print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
 	return build_trainer(
-		preset,
+		recipe,
 		dataset_dir,
 		run_dir,
 		init_from=source,

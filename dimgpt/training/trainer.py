@@ -34,12 +34,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dimgpt.config import DataConfig, ModelConfig, Preset, TrainConfig, from_dict, get_preset, to_dict
+from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig, from_dict, to_dict
+from dimgpt.errors import UsageError
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset, preset_for_model
 from dimgpt.training.checkpoint import (
 	check_model_config,
 	has_checkpoint,
+	load_recipe,
 	load_training_state,
 	recover,
 	save_checkpoint,
@@ -136,13 +139,15 @@ class Trainer:
 		train_loader: Loader,
 		val_loader: Loader | None = None,
 		*,
-		data_config: DataConfig | None = None,
+		recipe: Preset | None = None,
 		init_from: str | Path | None = None,
 		env: Distributed | None = None,
 		progress: bool = True,
 		epoch_tokens: int | None = None,
 	) -> None:
-		self.model_config, self.config, self.data_config = model_config, train_config, data_config
+		self.model_config, self.config = model_config, train_config
+		# saved with every checkpoint, with this run's model and train configs, for whoever continues it
+		self.recipe = replace(recipe, model=model_config, train=train_config) if recipe is not None else None
 		self.run_dir = Path(run_dir)
 		self.last_dir, self.best_dir = self.run_dir / "checkpoints" / "last", self.run_dir / "checkpoints" / "best"
 		self.train_loader, self.val_loader = train_loader, val_loader
@@ -233,8 +238,8 @@ class Trainer:
 	def _state(self) -> dict[str, Any]:
 		"""The training state (every rank calls this: it gathers the loader positions)."""
 		configs = {"model": to_dict(self.model_config), "train": to_dict(self.config)}
-		if self.data_config is not None:
-			configs["data"] = to_dict(self.data_config)
+		if self.recipe is not None:
+			configs["data"] = to_dict(self.recipe.data)
 		return {
 			"step": self.step,
 			"tokens": self.tokens,
@@ -257,9 +262,8 @@ class Trainer:
 		"""Checkpoint to `last` (or `directory`); rank 0 writes, the others only hand in their state."""
 		state = self._state()
 		if self.env.is_main:
-			configs = {"train": self.config} | ({"data": self.data_config} if self.data_config else {})
 			self.metrics.sync()
-			save_checkpoint(directory or self.last_dir, self.model, state, configs)
+			save_checkpoint(directory or self.last_dir, self.model, state, self.recipe)
 		barrier(self.env)
 		if directory is None:
 			self._saved_step = self.step
@@ -491,20 +495,28 @@ class Trainer:
 				loader.close()
 
 
-# --- building a run from a preset -------------------------------------------------------------------
+# --- building a run from a recipe ------------------------------------------------------------------
 
 
-def default_loader(kind: str, dataset_dir: str | Path, model_config: ModelConfig, config: TrainConfig):
+def dataset_mix(dataset_dir: str | Path, recipe: Preset) -> InstructMix:
+	"""The conversation mix the dataset was made with (its data.json), else the recipe's."""
+	data = _data_config(Path(dataset_dir))
+	return data.instruct_mix if data is not None else recipe.data.instruct_mix
+
+
+def default_loader(
+	kind: str, dataset_dir: str | Path, model_config: ModelConfig, config: TrainConfig, mix: InstructMix | None = None
+):
 	"""A function `(split, env) -> loader` over the dataset in `dataset_dir`.
 
-	"pretrain": DimensionGPT windows of the pretraining shards; "instruct": conversations drawn by the
-	dataset's fine-tuning mix (the loader `python -m dimgpt finetune` uses too).
+	"pretrain": DimensionGPT windows of the pretraining shards; "instruct": conversations drawn by
+	`mix` (default: the dataset's fine-tuning mix; the loader `python -m dimgpt finetune` uses too).
 	"""
 	from dimgpt.data.loader import PretrainLoader
 	from dimgpt.data.mix import mix_loaders
 
 	if kind == "instruct":
-		mix = (_data_config(Path(dataset_dir)) or DataConfig()).instruct_mix
+		mix = mix or (_data_config(Path(dataset_dir)) or DataConfig()).instruct_mix
 		return mix_loaders(
 			dataset_dir,
 			config.batch_size,
@@ -523,8 +535,57 @@ def default_loader(kind: str, dataset_dir: str | Path, model_config: ModelConfig
 	return make
 
 
+def saved_recipe(path: str | Path) -> Preset | None:
+	"""The recipe saved with the checkpoint at `path`: a checkpoint directory or a file in one, or a run
+	directory (its checkpoints/last, else best). A save killed half-way left it in `.NAME.old`."""
+	path = Path(path)
+	directory = path.parent if path.is_file() else path
+	candidates = [directory, directory / "checkpoints" / "last", directory / "checkpoints" / "best"]
+	for candidate in candidates:
+		for where in (candidate, candidate.parent / f".{candidate.name}.old"):
+			recipe = load_recipe(where) if where.is_dir() else None
+			if recipe is not None:
+				return recipe
+	return None
+
+
+def resolve_recipe(
+	preset: Preset | str | None, run_dir: str | Path, kind: str = "pretrain", start_from: str | Path | None = None
+) -> tuple[Preset, TrainConfig]:
+	"""The recipe of a run and the train config it follows.
+
+	A run takes the recipe of the run it continues (RUN_DIR's own, train config included), else of the
+	checkpoint it starts from (`start_from`: its `train` recipe to pretrain, its `finetune` recipe to
+	fine-tune); `preset` overrides both. Weights saved without a recipe take the catalogue preset of
+	the same model shape. A new run with none of these is a `tiny` run.
+	"""
+	if preset is not None:
+		recipe = get_preset(preset) if isinstance(preset, str) else preset
+		return recipe, recipe.train if kind == "pretrain" else recipe.finetune
+	own = saved_recipe(Path(run_dir) / "checkpoints" / "last")
+	if own is not None:
+		return own, own.train
+	if start_from is None:
+		recipe = get_preset("tiny")
+	else:
+		recipe = saved_recipe(start_from) or _catalogue_recipe(start_from)
+	return recipe, recipe.train if kind == "pretrain" else recipe.finetune
+
+
+def _catalogue_recipe(start_from: str | Path) -> Preset:
+	from dimgpt.model.loading import read_model_config
+
+	model = read_model_config(start_from)
+	recipe = preset_for_model(model)
+	if recipe is None:
+		raise UsageError(
+			f"{start_from} holds no recipe.json and its model matches no preset: pass the recipe with --preset NAME"
+		)
+	return recipe
+
+
 def build_trainer(
-	preset: Preset | str,
+	preset: Preset | str | None,
 	dataset_dir: str | Path,
 	run_dir: str | Path,
 	*,
@@ -535,32 +596,36 @@ def build_trainer(
 	progress: bool = True,
 	**overrides: Any,
 ) -> Trainer:
-	"""A Trainer for a run of `preset` on `dataset_dir` in `run_dir`, resuming it if it holds one.
+	"""A Trainer for a run on `dataset_dir` in `run_dir`, resuming it if it holds one.
 
-	`kind="instruct"` fine-tunes with the preset's `finetune` recipe (usually with `init_from` a
-	pretrained checkpoint). `overrides` replace fields of the train config (`max_steps=100`, ...).
+	The recipe is the run's own when resuming, else the one saved with `init_from` (see
+	`resolve_recipe`); `preset` (a name or a `Preset`) overrides it. `kind="instruct"` fine-tunes with
+	the recipe's `finetune` train config (usually with `init_from` a pretrained checkpoint).
+	`train_config` replaces the chosen train config, `overrides` its fields (`max_steps=100`, ...).
 	`make_loader(split, env)` replaces the dataset's loaders. Under torchrun, joins the process group.
 	"""
-	preset = get_preset(preset) if isinstance(preset, str) else preset
-	config = train_config or (preset.train if kind == "pretrain" else preset.finetune)
-	config = replace(config, **overrides)
+	recipe, config = resolve_recipe(preset, run_dir, kind, init_from)
+	config = replace(train_config or config, **overrides)
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-	_check_vocab(dataset_dir, preset.model)
+	recipe = replace(recipe, data=_data_config(dataset_dir) or recipe.data)
+	_check_vocab(dataset_dir, recipe.model)
 	env = setup_distributed()
 	if env.is_main and (dataset_dir / "vocab.txt").is_file():
 		run_dir.mkdir(parents=True, exist_ok=True)  # the run carries its vocabulary, for sampling and export
 		shutil.copyfile(dataset_dir / "vocab.txt", run_dir / "vocab.txt")
-	make_loader = make_loader or default_loader(kind, dataset_dir, preset.model, config)
+	make_loader = make_loader or default_loader(
+		kind, dataset_dir, recipe.model, config, dataset_mix(dataset_dir, recipe)
+	)
 	train_loader = make_loader("train", env)
 	val_loader = make_loader("validation", env) if config.eval_batches > 0 else None
 	try:
 		return Trainer(
-			preset.model,
+			recipe.model,
 			config,
 			run_dir,
 			train_loader,
 			val_loader,
-			data_config=_data_config(dataset_dir),
+			recipe=recipe,
 			init_from=init_from,
 			env=env,
 			progress=progress,
@@ -573,11 +638,12 @@ def build_trainer(
 		raise
 
 
-def train(preset: Preset | str, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
-	"""Train (or resume) a run of `preset` on `dataset_dir` into `run_dir`, alone or under torchrun.
+def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
+	"""Train (or resume) a run on `dataset_dir` into `run_dir`, alone or under torchrun.
 
-	Takes `build_trainer`'s options: init_from, kind ("pretrain" | "instruct"), train_config,
-	make_loader, progress, and train-config overrides such as max_steps=100.
+	`preset`: None takes the run's own recipe (see `resolve_recipe`). Takes `build_trainer`'s options:
+	init_from, kind ("pretrain" | "instruct"), train_config, make_loader, progress, and train-config
+	overrides such as max_steps=100.
 	"""
 	try:
 		trainer = build_trainer(preset, dataset_dir, run_dir, **options)
