@@ -1,4 +1,4 @@
-"""Command line: one sub-command per job (`python -m dimgpt COMMAND --help`).
+"""Command line: one sub-command per job (`.venv/bin/python -m dimgpt COMMAND --help`).
 
 Handlers import their modules lazily so that `--help` stays instant.
 """
@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from collections.abc import Callable
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+PROG = ".venv/bin/python -m dimgpt"  # how the README and the messages run it (the project's own Python)
 
 
 def command(add: Callable[[argparse._SubParsersAction], None]) -> Callable[[argparse._SubParsersAction], None]:
@@ -19,10 +21,16 @@ def command(add: Callable[[argparse._SubParsersAction], None]) -> Callable[[argp
 	return add
 
 
+def _presets() -> list[str]:
+	from dimgpt.presets import PRESETS
+
+	return list(PRESETS)
+
+
 @command
 def _run(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("run", help="the main job: create data, pretrain, fine-tune, chat (embedded corpus by default)")
-	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
+	p.add_argument("--preset", default="tiny", choices=_presets(), help="configuration preset (default: tiny)")
 	p.add_argument("--run-dir", help="where everything the job makes goes (default: runs/PRESET)")
 	p.add_argument(
 		"--pretrain-minutes",
@@ -94,9 +102,21 @@ def _add_training_options(p: argparse.ArgumentParser, *, max_tokens: bool) -> No
 		p.add_argument("--max-tokens", type=int, help="stop after this many training tokens")
 	p.add_argument("--max-seconds", type=float, help="stop after this much training time (summed over resumes)")
 	p.add_argument(
-		"--set", action="append", default=[], metavar="FIELD=VALUE", help="override any TrainConfig field (repeatable)"
+		"--set",
+		action="append",
+		default=[],
+		metavar="FIELD=VALUE",
+		help=f"override a TrainConfig field, VALUE as JSON (repeatable); fields: {', '.join(_train_fields())}",
 	)
 	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _train_fields() -> list[str]:
+	import dataclasses
+
+	from dimgpt.config import TrainConfig
+
+	return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -104,7 +124,7 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
 	import dataclasses
 	import json
 
-	from dimgpt.config import TrainConfig
+	from dimgpt.config import TrainConfig, check_fields
 	from dimgpt.errors import UsageError
 
 	names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -117,6 +137,10 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
 			overrides[name] = json.loads(value)
 		except json.JSONDecodeError:
 			overrides[name] = value
+		try:
+			check_fields(TrainConfig, {name: overrides[name]})
+		except UsageError as error:
+			raise UsageError(f"--set {item}: {error}") from None
 	for name in ("max_steps", "max_tokens", "max_seconds"):
 		if getattr(args, name, None) is not None:
 			overrides[name] = getattr(args, name)
@@ -131,6 +155,7 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--data", help="dataset folder with the instruction store (default: FROM/data)")
 	p.add_argument(
 		"--preset",
+		choices=_presets(),
 		help="use this preset's `finetune` recipe (default: the one saved with the pretrained run, or the "
 		"fine-tuning run's own when resuming)",
 	)
@@ -172,6 +197,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("train", help="pretrain (or resume) a model on a dataset folder; also under torchrun")
 	p.add_argument(
 		"--preset",
+		choices=_presets(),
 		help="use this preset's recipe (default: the run's own when resuming, else the one saved with "
 		"--init-from, else tiny)",
 	)
@@ -206,7 +232,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 @command
 def _create_data(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("create-data", help="sources -> tokenizer -> sharded token files (resumable)")
-	p.add_argument("--preset", default="tiny", help="configuration preset (default: tiny)")
+	p.add_argument("--preset", default="tiny", choices=_presets(), help="configuration preset (default: tiny)")
 	p.add_argument(
 		"--sources",
 		nargs="+",
@@ -322,11 +348,52 @@ def _chat(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+# The order `--help` lists the commands in: the order of the work (commands not named here go last).
+WORKFLOW = (
+	"run",
+	"create-data",
+	"verify-data",
+	"train",
+	"finetune",
+	"evaluate",
+	"generate",
+	"chat",
+	"serve",
+	"export-hf",
+)
+
+
+def _epilog() -> str:
+	from dimgpt.errors import ExitCode
+	from dimgpt.presets import PRESETS
+
+	presets = ", ".join(PRESETS)  # the details: README's "Presets and what they cost"
+	codes = ", ".join(f"{int(code)} {code.name.lower().replace('_', ' ')}" for code in ExitCode)
+	return (
+		f"presets (--preset): {presets}. workflow: create-data -> train -> finetune -> chat / generate / "
+		f"export-hf (run does all of it). exit codes: {codes}. DIMGPT_DEBUG=1 shows the traceback of an error."
+	)
+
+
+class _Parser(argparse.ArgumentParser):
+	"""argparse with a one-line error, like every other error of the command line (exit code 2, usage)."""
+
+	def error(self, message: str) -> typing.NoReturn:
+		self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-	parser = argparse.ArgumentParser(prog="python -m dimgpt", description=__doc__.splitlines()[0])
+	parser = _Parser(prog=PROG, description=__doc__.splitlines()[0], epilog=_epilog())
 	sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-	for add in COMMANDS:
+	position = {name: i for i, name in enumerate(WORKFLOW)}
+	for add in sorted(COMMANDS, key=lambda add: position.get(add.__name__.strip("_").replace("_", "-"), len(WORKFLOW))):
 		add(sub)
+	for action in sub._choices_actions:  # each command's --help opens with its one-line summary
+		command_parser = sub.choices[action.dest]
+		if command_parser.description is None:
+			command_parser.description = action.help
+		if command_parser.epilog is None:
+			command_parser.epilog = parser.epilog
 	return parser
 
 

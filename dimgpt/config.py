@@ -13,9 +13,12 @@ import json
 import re
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+from dimgpt.errors import BadFileError, NotFoundError, UsageError
 
 T = TypeVar("T")
 
@@ -50,7 +53,7 @@ class ModelConfig:
 			if getattr(self, name) <= 0:
 				problems.append(f"{name} must be positive, got {getattr(self, name)}")
 		if problems:
-			raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+			raise UsageError("invalid ModelConfig: " + "; ".join(problems))
 
 	@property
 	def head_dim(self) -> int:
@@ -95,13 +98,13 @@ class SourceConfig:
 
 	def __post_init__(self) -> None:
 		if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
-			raise ValueError(f"source name {self.name!r}: use letters, digits, '_', '.', '-' (it names a folder)")
+			raise UsageError(f"source name {self.name!r}: use letters, digits, '_', '.', '-' (it names a folder)")
 		if self.kind not in ("hf", "files", "embedded"):
-			raise ValueError(f"source {self.name!r}: kind must be 'hf', 'files' or 'embedded', got {self.kind!r}")
+			raise UsageError(f"source {self.name!r}: kind must be 'hf', 'files' or 'embedded', got {self.kind!r}")
 		if self.kind != "embedded" and not self.path:
-			raise ValueError(f"source {self.name!r}: kind {self.kind!r} needs a `path`")
+			raise UsageError(f"source {self.name!r}: kind {self.kind!r} needs a `path`")
 		if self.multiplier < 0:
-			raise ValueError(f"source {self.name!r}: multiplier must be >= 0, got {self.multiplier}")
+			raise UsageError(f"source {self.name!r}: multiplier must be >= 0, got {self.multiplier}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class MixGroup:
 
 	def __post_init__(self) -> None:
 		if self.ratio < 0:
-			raise ValueError(f"mix group {self.name!r}: ratio must be >= 0, got {self.ratio}")
+			raise UsageError(f"mix group {self.name!r}: ratio must be >= 0, got {self.ratio}")
 
 
 DIMENSIONGPT_GROUPS = (MixGroup("human", 0.099), MixGroup("chatbot", 0.9), MixGroup("identity", 0.001))
@@ -140,15 +143,15 @@ class InstructMix:
 	def __post_init__(self) -> None:
 		names = [g.name for g in self.groups]
 		if not self.groups or sum(g.ratio for g in self.groups) <= 0:
-			raise ValueError("InstructMix: give at least one group with a positive ratio")
+			raise UsageError("InstructMix: give at least one group with a positive ratio")
 		if len(set(names)) != len(names):
-			raise ValueError(f"InstructMix: group names must be unique, got {names}")
+			raise UsageError(f"InstructMix: group names must be unique, got {names}")
 		if not 0 <= self.preprompt_ratio <= 1:
-			raise ValueError(f"InstructMix: preprompt_ratio must be in [0, 1], got {self.preprompt_ratio}")
+			raise UsageError(f"InstructMix: preprompt_ratio must be in [0, 1], got {self.preprompt_ratio}")
 		if any(not p.strip() for p in self.preprompts):
-			raise ValueError("InstructMix: empty preprompt in the pool")
+			raise UsageError("InstructMix: empty preprompt in the pool")
 		if (self.preprompt_ratio > 0 or self.validation_preprompt == "") and not self.preprompts:
-			raise ValueError(
+			raise UsageError(
 				"InstructMix: the preprompt pool is empty (set preprompt_ratio=0 and validation_preprompt=None)"
 			)
 		if self.validation_preprompt == "":
@@ -159,7 +162,7 @@ class InstructMix:
 		kept = {g.name: g.ratio for g in self.groups if available is None or g.name in available}
 		total = sum(kept.values())
 		if total <= 0:
-			raise ValueError(
+			raise UsageError(
 				f"InstructMix: none of the groups {[g.name for g in self.groups]} has conversations "
 				f"(the store holds {sorted(available or ())}); check the `group` of the instruction sources"
 			)
@@ -217,7 +220,7 @@ class TrainConfig:
 
 	def __post_init__(self) -> None:
 		if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-			raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+			raise UsageError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -247,14 +250,46 @@ def to_dict(config: Any) -> dict[str, Any]:
 	return dataclasses.asdict(config)
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-	"""Rebuild a config dataclass from `to_dict`'s output; unknown keys are an error."""
+def from_dict(cls: type[T], data: dict[str, Any], *, required: Collection[str] = ()) -> T:
+	"""Rebuild a config dataclass from `to_dict`'s output; unknown keys, values of the wrong type and
+	missing `required` keys are errors (other missing keys take their defaults)."""
+	if not isinstance(data, dict):
+		raise UsageError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
 	known = {f.name: f for f in fields(cls)}
 	unknown = set(data) - set(known)
 	if unknown:
-		raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+		raise UsageError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+	missing = [name for name in required if name not in data]
+	if missing:
+		raise UsageError(f"{cls.__name__}: field(s) {', '.join(missing)} missing")
+	check_fields(cls, data)
 	hints = typing.get_type_hints(cls)
 	return cls(**{name: _convert(hints[name], value) for name, value in data.items()})
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+
+
+def check_fields(cls: type, values: dict[str, Any]) -> None:
+	"""Refuse a value whose JSON type does not fit its field (`"dim": "abc"`), naming the field."""
+	hints = typing.get_type_hints(cls)
+	for name, value in values.items():
+		hint = hints[name]
+		options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+		simple = [o for o in options if o in _TYPE_NAMES]
+		if len(simple) < len(options):
+			continue  # a nested dataclass or a tuple: checked by its own fields or by the config itself
+		if not any(_fits(option, value) for option in simple):
+			wanted = " or ".join(_TYPE_NAMES[o] for o in simple)
+			raise UsageError(f"{cls.__name__}.{name} must be {wanted}, got {value!r}")
+
+
+def _fits(kind: type, value: Any) -> bool:
+	if kind is float:
+		return isinstance(value, int | float) and not isinstance(value, bool)
+	if kind is int:
+		return isinstance(value, int) and not isinstance(value, bool)
+	return isinstance(value, kind)
 
 
 def _convert(hint: Any, value: Any) -> Any:
@@ -276,13 +311,13 @@ def save_json(config: Any, path: str | Path) -> None:
 	Path(path).write_text(json.dumps(to_dict(config), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def load_json(cls: type[T], path: str | Path) -> T:
-	"""Read a config dataclass written by `save_json`, naming the file on error."""
+def load_json(cls: type[T], path: str | Path, *, required: Collection[str] = ()) -> T:
+	"""Read a config dataclass written by `save_json`, naming the file (and the field) on error."""
 	path = Path(path)
 	try:
 		data = json.loads(path.read_text(encoding="utf-8"))
-		return from_dict(cls, data)
+		return from_dict(cls, data, required=required)
 	except FileNotFoundError:
-		raise FileNotFoundError(f"config file not found: {path}") from None
-	except (ValueError, TypeError) as error:
-		raise ValueError(f"{path}: not a valid {cls.__name__} JSON ({error})") from None
+		raise NotFoundError(f"config file not found: {path}") from None
+	except (ValueError, TypeError) as error:  # JSON, UTF-8, type and field errors
+		raise BadFileError(f"{path}: not a valid {cls.__name__} JSON ({error})") from None

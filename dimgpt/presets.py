@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, SourceConfig, TrainConfig
+from dimgpt.errors import NotFoundError, UsageError
 
 INSTRUCT_RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "instruct"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -29,7 +30,7 @@ def load_preprompts(path: str | Path | None = None) -> tuple[str, ...]:
 	try:
 		lines = path.read_text(encoding="utf-8").splitlines()
 	except FileNotFoundError:
-		raise FileNotFoundError(f"preprompt pool not found: {path} (one preprompt per line)") from None
+		raise NotFoundError(f"preprompt pool not found: {path} (one preprompt per line)") from None
 	return tuple(line.strip() for line in lines if line.strip())
 
 
@@ -152,7 +153,7 @@ SOURCE_LISTS: dict[str, Callable[[], SourceLists]] = {
 def get_sources(name: str) -> SourceLists:
 	"""The named source list (see `SOURCE_LISTS`): (pretraining, instruction) sources."""
 	if name not in SOURCE_LISTS:
-		raise ValueError(f"unknown source list {name!r}; choose one of: {', '.join(SOURCE_LISTS)}")
+		raise UsageError(f"unknown source list {name!r}; choose one of: {', '.join(SOURCE_LISTS)}")
 	return SOURCE_LISTS[name]()
 
 
@@ -236,7 +237,7 @@ PRESETS: dict[str, Callable[[], Preset]] = {"dimensiongpt-0.2b": _dimensiongpt, 
 def get_preset(name: str) -> Preset:
 	"""The preset called `name` (see `PRESETS`)."""
 	if name not in PRESETS:
-		raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+		raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
 	return PRESETS[name]()
 
 

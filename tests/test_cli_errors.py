@@ -9,6 +9,7 @@ code, no traceback, no advice to load a file unsafely, and nothing changed on di
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -111,6 +112,17 @@ def duplicate_last_vocab_line(root: Path) -> None:
 	(root / "run/vocab.txt").write_text("\n".join([*lines, lines[-1]]), encoding="utf-8")
 
 
+def _edit_model_json(root: Path, **changes: object) -> None:
+	path = root / "run/checkpoints/best/model.json"
+	config = json.loads(path.read_text())
+	for key, value in changes.items():
+		if value is None:
+			del config[key]
+		else:
+			config[key] = value
+	path.write_text(json.dumps(config))
+
+
 def nothing(root: Path) -> None:
 	pass
 
@@ -144,7 +156,11 @@ CASES = [
 	# 17. create-data with a source that does not exist: at once, nothing written
 	Case("create-data-missing-source", nothing, ("create-data", "--sources", "nonexistent.txt", "--out", "new", "--no-progress"), ExitCode.NOT_FOUND, ("nonexistent.txt", "no file matches")),
 	Case("create-data-bad-multiplier", nothing, ("create-data", "--sources", "a.txt@lots", "--out", "new", "--no-progress"), ExitCode.USAGE, ("multiplier 'lots'",)),
-	Case("create-data-unknown-preset", nothing, ("create-data", "--preset", "huge", "--out", "new", "--no-progress"), ExitCode.USAGE, ("unknown preset 'huge'",)),
+	Case("create-data-unknown-preset", nothing, ("create-data", "--preset", "huge", "--out", "new", "--no-progress"), ExitCode.USAGE, ("invalid choice: 'huge'", "create-data --help")),
+	Case("train-bad-value", nothing, ("train", "--data", "data", "--run-dir", "new", "--set", "lr=fast"), ExitCode.USAGE, ("--set lr=fast", "TrainConfig.lr must be a number")),
+	Case("generate-bad-number", nothing, ("generate", "--model", "run", "--top-k", "many"), ExitCode.USAGE, ("--top-k", "invalid int value")),
+	Case("model-json-dim-not-a-number", lambda root: _edit_model_json(root, dim="abc"), (*GENERATE, "--model", "run"), ExitCode.BAD_FILE, ("model.json", "ModelConfig.dim must be an integer, got 'abc'")),
+	Case("model-json-dim-missing", lambda root: _edit_model_json(root, dim=None), (*GENERATE, "--model", "run"), ExitCode.BAD_FILE, ("model.json", "dim missing")),
 	Case("train-unknown-field", nothing, ("train", "--data", "data", "--run-dir", "new", "--set", "colour=3"), ExitCode.USAGE, ("--set colour=3", "no field 'colour'")),
 ]  # fmt: skip
 
@@ -159,7 +175,10 @@ def test_bad_input_gives_one_line_and_changes_nothing(
 	monkeypatch.chdir(tmp_path)
 	monkeypatch.setattr("builtins.input", lambda prompt="": "/quit")
 	monkeypatch.delenv("DIMGPT_DEBUG", raising=False)
-	code = main(list(case.argv))
+	try:
+		code = main(list(case.argv))
+	except SystemExit as exit:  # argparse's own refusals (an unknown choice, a missing option)
+		code = exit.code
 	err = capsys.readouterr().err
 	lines = err.strip().splitlines()
 	assert code == case.code, err

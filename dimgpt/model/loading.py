@@ -32,6 +32,8 @@ from dimgpt.model.transformer import Transformer
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
 TIED_KEY = "final_linear.weight"  # same matrix as token_embedding.weight; stored once in safetensors
+# A model.json must state these (a missing one would silently take the 0.2B model's default).
+SHAPE_FIELDS = ("vocab_size", "context_length", "window", "dim", "n_layers", "n_heads", "n_kv_heads")
 INFERRED_HEAD_DIM = 64
 INFERRED_CONTEXT = 512
 INFERRED_WINDOW = 256
@@ -176,7 +178,7 @@ def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig |
 			".pt state_dict such as models/DimensionGPT-0.2B-Chat.pt)"
 		)
 	if config is None and (file.parent / CONFIG_FILE).is_file():
-		config = load_json(ModelConfig, file.parent / CONFIG_FILE)
+		config = load_json(ModelConfig, file.parent / CONFIG_FILE, required=SHAPE_FIELDS)
 	return file, config
 
 
