@@ -80,6 +80,11 @@ def disk_error(error: OSError, folder: object, doing: str) -> DiskError | None:
 	"""The DiskError for an OSError that means "no space" or "cannot write here", else None."""
 	if error.errno in (errno.ENOSPC, errno.EDQUOT):
 		return DiskError(f"no space left on the device while {doing} in {folder}: free some disk space and run again")
+	if error.errno == errno.EFBIG:
+		return DiskError(
+			f"a file grew past this system's file size limit while {doing} in {folder}: raise the limit "
+			"(ulimit -f) or save elsewhere"
+		)
 	if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
 		return DiskError(f"cannot write in {folder} while {doing} ({error.strerror}): choose a writable folder")
 	return None

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from dimgpt.config import ModelConfig, Preset, from_dict, load_json, save_json
-from dimgpt.errors import BadFileError, MismatchError, NotFoundError
+from dimgpt.errors import BadFileError, DiskError, MismatchError, NotFoundError, disk_error
 from dimgpt.model.loading import save_model
 
 TRAINING_STATE = "training.pt"
@@ -68,12 +68,23 @@ def save_checkpoint(
 	directory.parent.mkdir(parents=True, exist_ok=True)
 	tmp, old = _siblings(directory)
 	shutil.rmtree(tmp, ignore_errors=True)
-	tmp.mkdir()
-	save_model(model, tmp)
-	torch.save(state, tmp / TRAINING_STATE)
-	if recipe is not None:
-		save_json(recipe, tmp / RECIPE_FILE)
-	_fsync_tree(tmp)
+	try:
+		tmp.mkdir()
+		save_model(model, tmp)
+		# Through a Python file, so that a full disk is an OSError with its errno (torch.save on a path
+		# reports only an "enforce fail" RuntimeError).
+		with open(tmp / TRAINING_STATE, "wb") as f:
+			torch.save(state, f)
+		if recipe is not None:
+			save_json(recipe, tmp / RECIPE_FILE)
+		_fsync_tree(tmp)
+	except (OSError, RuntimeError) as error:
+		shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial copy filling the disk
+		cause = _os_error(error)
+		known = cause and disk_error(cause, directory.parent, f"saving the checkpoint {directory.name}")
+		if known is None:
+			raise
+		raise DiskError(f"{known} (the previous checkpoint is intact)") from None
 	if directory.exists():
 		shutil.rmtree(old, ignore_errors=True)
 		os.replace(directory, old)
@@ -81,6 +92,13 @@ def save_checkpoint(
 	_fsync_path(directory.parent)
 	shutil.rmtree(old, ignore_errors=True)
 	return directory
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+	"""The OSError behind `error` (torch.save reraises a failed write as a RuntimeError)."""
+	while error is not None and not isinstance(error, OSError):
+		error = error.__cause__ or error.__context__
+	return error
 
 
 def has_checkpoint(directory: str | Path) -> bool:
