@@ -88,6 +88,11 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+def _figure(loss: float | None) -> str:
+	"""A loss as people read it: three decimals ("none" before the first validation)."""
+	return "none" if loss is None or loss != loss else f"{loss:.3f}"
+
+
 def _stop_code(reason: str) -> int:
 	"""Exit status of a training command by why it stopped (130/143: saved after Ctrl-C / SIGTERM)."""
 	from dimgpt.errors import ExitCode
@@ -186,7 +191,9 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 			progress=not args.no_progress,
 			**overrides,
 		)
-		print(f"fine-tuned to step {result.step}: validation loss {result.val_loss}, best {result.best_val_loss}")
+		print(
+			f"fine-tuned to step {result.step}: validation loss {_figure(result.val_loss)}, best {_figure(result.best_val_loss)}"
+		)
 		return _stop_code(result.reason)
 
 	p.set_defaults(handler=handler)

@@ -87,7 +87,7 @@ def run_main_job(
 	for name, path in where.items():
 		paths = path if isinstance(path, list) else [path]
 		print(f"{name:>17}: {', '.join(str(p) for p in paths)}")
-	print(f"chat with it:     python -m dimgpt chat --model {chat_dir}")
+	print(f"chat with it:     .venv/bin/python -m dimgpt chat --model {chat_dir}")
 	return {"times": times, **where}
 
 

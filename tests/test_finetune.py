@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,7 +174,8 @@ def test_finetune_command(tmp_path, dataset, capsys):
 	args += ["--preset", "tiny"]  # weights saved alone, of no preset's shape: the recipe must be named
 	args += ["--max-steps", "2", "--set", "batch_size=2", "--set", "eval_every=2", "--preprompt-ratio", "1.0"]
 	assert main(args) == 0
-	assert "fine-tuned to step 2" in capsys.readouterr().out
+	printed = capsys.readouterr().out
+	assert re.search(r"fine-tuned to step 2: validation loss \d+\.\d{3}, best \d+\.\d{3}\n", printed), printed
 	assert (out / "checkpoints" / "last" / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
 
 

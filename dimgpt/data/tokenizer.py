@@ -116,7 +116,7 @@ class Tokenizer:
 		path = Path(path)
 		if not path.is_file():
 			raise NotFoundError(
-				f"vocabulary file {path} not found: train one (python -m dimgpt run) or give the path of a vocab.txt"
+				f"vocabulary file {path} not found: train one (`make run`, or `.venv/bin/python -m dimgpt create-data`) or give the path of a vocab.txt"
 			)
 		data = path.read_bytes()
 		try:
