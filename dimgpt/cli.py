@@ -253,12 +253,65 @@ def _create_data(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--tokenizer-chars", type=int, help="characters sampled to train the vocabulary")
 	p.add_argument("--shard-tokens", type=int, help="tokens per shard file")
 	p.add_argument("--force-tokenizer", action="store_true", help="train the vocabulary even if vocab.txt exists")
+	p.add_argument("--vocab-only", action="store_true", help="only make vocab.txt (before the parts of --shard)")
+	p.add_argument(
+		"--shard",
+		metavar="I/N",
+		help="encode only the I-th of N slices of every source, into OUT/parts/I-of-N (one per machine; "
+		"needs OUT/vocab.txt); then run merge-data OUT",
+	)
+	p.add_argument("--workers", type=int, help="worker processes (default: every core this process may use)")
+	p.add_argument(
+		"--quality",
+		action="append",
+		default=[],
+		metavar="SWITCH=VALUE",
+		help="a document filter or deduplication setting, e.g. digits=off, near_duplicates=off, "
+		"dedup_threshold=0.7 (repeatable)",
+	)
 	p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 	def handler(args: argparse.Namespace) -> int:
 		from dimgpt.data.create import run_cli
 
 		return run_cli(args)
+
+	p.set_defaults(handler=handler)
+
+
+@command
+def _merge_data(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("merge-data", help="join the parts made by create-data --shard into one dataset (no copy)")
+	p.add_argument("out", help="the dataset folder given to create-data --out (it holds parts/I-of-N)")
+	p.add_argument("--no-progress", action="store_true", help="no summary table")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.data.create import merge_data
+
+		merge_data(args.out, progress=not args.no_progress)
+		print(f"dataset written to {args.out}")
+		return 0
+
+	p.set_defaults(handler=handler)
+
+
+@command
+def _verify_data(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("verify-data", help="check every shard of a dataset against its checksum")
+	p.add_argument("data", help="dataset folder made by create-data")
+	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.data.store import verify_dataset
+		from dimgpt.errors import ExitCode
+
+		checked, problems = verify_dataset(args.data, progress=not args.no_progress)
+		for problem in problems:  # every damaged shard, one line each
+			print(f"error: {problem}", file=sys.stderr)
+		if problems:
+			return ExitCode.BAD_FILE
+		print(f"{checked} shards match their checksums")
+		return 0
 
 	p.set_defaults(handler=handler)
 

@@ -81,8 +81,11 @@ class SourceConfig:
 	multiplier: sampling weight times size, as in the DimensionGPT mix.
 	text_column: the column holding the text; "title+text" joins several columns with a blank line.
 	split: a datasets split expression ("train", "train+validation+test").
-	max_chars: stop reading the source after this many characters (0: read it all).
+	max_chars: stop reading the source after this many characters (0: read it all; with
+	`create-data --shard I/N`, each part reads up to this many).
 	group: label kept with every instruction conversation (fine-tuning mix); empty means `name`.
+	filter: apply the document quality filters (`DataConfig.quality`), tuned for French prose.
+	Hub sources are always streamed.
 	"""
 
 	name: str
@@ -92,9 +95,9 @@ class SourceConfig:
 	hf_config: str | None = None
 	split: str = "train"
 	text_column: str = "text"
-	streaming: bool = False
 	max_chars: int = 0
 	group: str = ""
+	filter: bool = True
 
 	def __post_init__(self) -> None:
 		if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
@@ -170,6 +173,27 @@ class InstructMix:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+	"""Document filters and near-duplicate removal, each a switch (rules and thresholds: `dimgpt.data.quality`).
+
+	A source with `filter=False` skips the filters; deduplication spans every source of a run.
+	"""
+
+	word_stats: bool = True  # too few words, or words too short or too long on average
+	stop_words: bool = True  # fewer than 2 French stop words: not French prose
+	repetition: bool = True  # repeated lines, paragraphs and word n-grams
+	symbols: bool = True  # "#", ellipses, bullets, words without letters
+	digits: bool = True  # mostly digits
+	short_lines: bool = True  # mostly short lines that end without punctuation (menus, lists)
+	boilerplate: bool = True  # cookie notices, legal notices, "lorem ipsum"...
+	near_duplicates: bool = True  # MinHash LSH over word 5-grams, within and across sources
+	# MinHash of 112 permutations in 14 LSH bands of 8 (FineWeb's): a pair of documents whose word 5-grams
+	# have Jaccard similarity 0.75 / 0.8 / 0.9 is caught with probability 0.77 / 0.92 / 0.9996 (0.05 at 0.5)
+	dedup_permutations: int = 112  # signature bytes per document: 4 x this (kept beside each shard)
+	dedup_bands: int = 14
+
+
+@dataclass(frozen=True)
 class DataConfig:
 	"""How text becomes a tokenizer and token files."""
 
@@ -182,9 +206,11 @@ class DataConfig:
 	min_validation_documents: int = 2
 	instruct_validation_fraction: float = 0.02  # of the conversations of each instruction source
 	shard_tokens: int = 100_000_000  # tokens per shard file (bounded shard size)
-	encode_batch_chars: int = 16_000_000  # characters handed to the tokenizer at once (bounds memory; fewer waits)
-	encode_workers: int = 0  # tokenizer processes; 0: as many as the cores this process may run on
-	sources: tuple[SourceConfig, ...] = (SourceConfig("embedded", kind="embedded"),)  # the corpus shipped with us
+	piece_bytes: int = 16_000_000  # a worker's unit of work: about this many bytes of a source (bounds memory)
+	encode_workers: int = 0  # worker processes (read, filter, encode); 0: as many as the cores this process may use
+	quality: QualityConfig = QualityConfig()
+	# the corpus shipped with us (English Python documentation: the French filters would drop it)
+	sources: tuple[SourceConfig, ...] = (SourceConfig("embedded", kind="embedded", filter=False),)
 	instruct_sources: tuple[SourceConfig, ...] = ()  # the presets give the shipped conversations
 	instruct_mix: InstructMix = InstructMix()  # fine-tuning groups, ratios, preprompts
 	seed: int = 0

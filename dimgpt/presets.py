@@ -45,7 +45,8 @@ def dimensiongpt_mix(preprompts: str | Path | None = None) -> InstructMix:
 
 SourceLists = tuple[tuple[SourceConfig, ...], tuple[SourceConfig, ...]]  # (pretraining, instruction)
 
-EMBEDDED_SOURCES = (SourceConfig("embedded", kind="embedded"),)
+# English Python documentation: the French filters would drop it
+EMBEDDED_SOURCES = (SourceConfig("embedded", kind="embedded", filter=False),)
 IDENTITY_SOURCE = SourceConfig("self_identity", path=str(INSTRUCT_RESOURCES / "self_identity.jsonl"), group="identity")
 # the conversations shipped with the project: the instruction set when no other is given
 EMBEDDED_INSTRUCT_SOURCES = (
@@ -67,7 +68,7 @@ def dimensiongpt_sources() -> SourceLists:
 	"""
 	all_splits = "train+validation+test"
 	pretrain = (
-		_hf("common_crawl", "ontocord/CulturaY", 1.0, hf_config="fr", streaming=True, max_chars=150_000_000_000),
+		_hf("common_crawl", "ontocord/CulturaY", 1.0, hf_config="fr", max_chars=150_000_000_000),
 		_hf("wikipedia-wikipedia_fr", "eckendoerffer/wikipedia_fr", 4.0, split=all_splits),
 		_hf("wikipedia-roots_wikipedia", "bigscience-data/roots_fr_wikipedia", 4.0),
 		_hf("wikipedia-roots_wikivoyage", "bigscience-data/roots_fr_wikivoyage", 4.0),
@@ -91,7 +92,6 @@ def dimensiongpt_sources() -> SourceLists:
 			"books",
 			"PleIAs/French-PD-Books",
 			0.2,
-			streaming=True,
 			text_column="complete_text",
 			max_chars=10_000_000_000,
 		),

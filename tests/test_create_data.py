@@ -1,4 +1,4 @@
-"""The create-data job end to end on real French text: mix, dedup, split, shards, resume, foreign shards."""
+"""The create-data job end to end on real French text: mix, filters, dedup, split, shards, resume, parts and merge."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from dimgpt.config import DataConfig, SourceConfig
-from dimgpt.data.create import create_data, resolve_config, sample_quotas, source_from_spec
-from dimgpt.data.sources import documents
-from dimgpt.data.store import StoreError, held_out, validation_count
+from dimgpt.data import quality
+from dimgpt.data.create import create_data, held_out, resolve_config, sample_quotas, source_from_spec
+from dimgpt.data.sources import document_hash, documents
+from dimgpt.data.store import StoreError
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,7 @@ def config_for(corpus: Path, **changes: object) -> DataConfig:
 		vocab_size=600,
 		tokenizer_chars=600_000,
 		shard_tokens=60_000,
+		piece_bytes=400_000,  # several pieces per source: the workers share them
 		sources=(
 			SourceConfig("legi", path=str(corpus / "legi.jsonl"), multiplier=1.0),
 			SourceConfig("fiches", path=str(corpus / "fiches.jsonl"), multiplier=3.0),
@@ -65,6 +67,7 @@ def files(directory: Path) -> dict[str, bytes]:
 			if path.name == "data.json":
 				record = json.loads(data)
 				record.pop("times")
+				record.pop("work")
 				record.pop("tokenizer_trained")
 				data = json.dumps(record, sort_keys=True).encode()
 			out[str(path.relative_to(directory))] = data
@@ -84,41 +87,51 @@ def stored(directory: Path, split: str) -> list[np.ndarray]:
 def test_every_document_is_stored_once_in_its_split(built: tuple[Path, dict], corpus: Path) -> None:
 	out, summary = built
 	tokenizer = Tokenizer.load(out / "vocab.txt")
-	source = config_for(corpus).sources[1]
-	texts = list(documents(source, cache_dir=out / ".hf_cache"))
-	expected = [np.concatenate([[START_OF_TEXT], ids, [END_OF_TEXT]]) for ids in tokenizer.encode_batch(texts)]
-	n = len(texts)
-	mask = held_out(np.arange(n), n, validation_count(n, 0.001, 2))
+	config = config_for(corpus)
+	source = config.sources[1]
+	texts = [t for t in documents(source) if quality.rejection(t, config.quality) is None]
+	expected = {document_hash(t): t for t in texts}
 	directory = out / "pretrain" / "fiches"
 	train, validation = stored(directory, "train"), stored(directory, "validation")
-	assert len(validation) == validation_count(n, 0.001, 2) == mask.sum()
-	assert len(train) + len(validation) == n
-	assert all(np.array_equal(a, b) for a, b in zip(train, [e for e, m in zip(expected, mask) if not m]))
-	assert all(np.array_equal(a, b) for a, b in zip(validation, [e for e, m in zip(expected, mask) if m]))
 	fiches = summary["pretrain"]["fiches"]
-	total = sum(s["tokens"] for s in fiches["splits"].values())
-	assert total == sum(len(e) for e in expected)  # no document lost or duplicated across shard boundaries
+	# the reference stream less the near-duplicates: every other document stored once, in stream order
+	assert len(train) + len(validation) == len(texts) - fiches["near_duplicates"] == fiches["documents"]
+	decoded = [tokenizer.decode(d[1:-1]) for d in train + validation]
+	wanted = [tokenizer.decode(tokenizer.encode(t)) for t in texts]
+	assert sorted(decoded) == sorted(d for d in wanted if d in set(decoded))
+	assert all(d[0] == START_OF_TEXT and d[-1] == END_OF_TEXT for d in train + validation)
+	in_validation = [held_out(h, config.validation_fraction) for h in expected]
+	assert len(validation) >= max(config.min_validation_documents, sum(in_validation) - fiches["near_duplicates"])
 	assert fiches["splits"]["train"]["shards"] > 1
-	assert sum(s["characters"] for s in fiches["splits"].values()) == sum(len(t) for t in texts)
+	assert sum(s["characters"] for s in fiches["splits"].values()) == fiches["characters"]
 
 
-def test_dedup_short_documents_and_mix_share(built: tuple[Path, dict]) -> None:
+def test_counts_add_up_and_mix_share(built: tuple[Path, dict]) -> None:
 	_, summary = built
 	legi = summary["pretrain"]["legi"]
-	assert legi["duplicates"] == 2 and legi["short"] == 1 and legi["documents"] == 700
-	assert sum(s["documents"] for s in legi["splits"].values()) == 700
+	assert legi["records"] == 703 and legi["short"] == 1 and legi["duplicates"] >= 2
+	dropped = legi["short"] + legi["duplicates"] + legi["near_duplicates"] + sum(legi["filtered"].values())
+	assert legi["documents"] + dropped == 703
+	assert sum(s["documents"] for s in legi["splits"].values()) == legi["documents"]
 	weights = {name: s["splits"]["train"]["tokens"] * s["multiplier"] for name, s in summary["pretrain"].items()}
 	for name, s in summary["pretrain"].items():
 		assert s["share"] == pytest.approx(weights[name] / sum(weights.values()))
+	# each filter's examples are documents it drops
+	for rule, examples in legi["dropped_examples"].items():
+		if rule in quality.RULES:
+			assert legi["filtered"][rule] >= len(examples) > 0
 
 
 def test_tokenizer_sample_follows_size_times_multiplier(built: tuple[Path, dict], corpus: Path) -> None:
 	out, summary = built
 	config = config_for(corpus)
-	scan = json.loads((out / "scan.json").read_text())
-	quotas = sample_quotas(config, scan)
-	sizes = {s.name: scan[s.name]["characters"] * s.multiplier for s in config.sources}
-	assert quotas["fiches"] / quotas["legi"] == pytest.approx(sizes["fiches"] / sizes["legi"])
+	record = json.loads((out / "tokenizer_sample.json").read_text())
+	quotas = sample_quotas(config, record["sizes"])
+	assert record["sizes"] == {
+		"legi": (corpus / "legi.jsonl").stat().st_size,
+		"fiches": (corpus / "fiches.jsonl").stat().st_size,
+	}
+	assert quotas["fiches"] / quotas["legi"] == pytest.approx(3 * record["sizes"]["fiches"] / record["sizes"]["legi"])
 	sampled = summary["tokenizer_sample"]["characters"]
 	for name, quota in quotas.items():
 		assert abs(sampled[name] - quota) < 0.1 * quota, (name, sampled[name], quota)
@@ -138,9 +151,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(built: tuple[Path, dict],
 	with pytest.raises(KeyboardInterrupt):
 		create_data(config_for(corpus), tmp_path, progress=False, on_shard=stop_after_three)
 	assert not (tmp_path / "data.json").exists()
+	position = json.loads((tmp_path / "pretrain" / "legi" / "progress.json").read_text())["position"]
+	assert position[1] > 0  # the stream stopped inside a piece
 	resumed = []
 	create_data(config_for(corpus), tmp_path, progress=False, on_shard=resumed.append)
-	assert resumed[0]["index"] == 3 and resumed[0]["source"] == "legi"  # completed shards were kept
+	assert resumed[0]["source"] == "legi" and resumed[0]["index"] > 0  # completed shards were kept
 	assert files(tmp_path) == files(reference)
 
 
@@ -165,8 +180,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(built: tuple[Path, dict], corpu
 	del want["tokenizer_sample.txt"], want["tokenizer_sample.json"]  # this run was given the vocab
 	assert got.keys() == want.keys()
 	for name in got:
-		if name == "data.json":
-			continue  # holds the config, which here names the sources as the command line gave them
+		if name == "data.json" or name.endswith("progress.json"):
+			continue  # the config names the sources as the command line gave them; positions count its pieces
 		assert got[name] == want[name], name
 
 

@@ -1,4 +1,4 @@
-"""Sources: local files through `datasets` (the hub code path), filtering, de-duplication, clear errors."""
+"""Sources: pieces of local files and hub streams, resuming inside them, filtering, de-duplication, clear errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dimgpt.config import SourceConfig
-from dimgpt.data.sources import SourceError, SourceStats, documents, read_texts
+from dimgpt.data.sources import SourceError, SourceStats, documents, pieces, read_piece, read_texts
 from dimgpt.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,3 +114,52 @@ def test_hub_mix_fails_with_a_clear_message_offline(tmp_path: Path) -> None:
 	assert "cannot load the Hugging Face dataset 'ontocord/CulturaY'" in result.stderr
 	assert "--sources PATH.txt" in result.stderr
 	assert "Traceback" not in result.stderr
+
+
+def test_pieces_of_a_jsonl_file_hold_every_record_once_and_resume_inside(tmp_path: Path) -> None:
+	rows = [{"text": f"{i} {LONG}" + " encore" * (i % 7)} for i in range(300)]
+	source = SourceConfig("s", path=str(write_jsonl(tmp_path / "a.jsonl", rows)))
+	listed = pieces(source, 2_000)
+	assert len(listed) > 5 and [p.kind for p in listed] == ["lines"] * len(listed)
+	got = [t for p in listed for t in read_piece(source, p)]
+	assert got == [r["text"] for r in rows]  # cut at line starts: no record lost or doubled
+	middle = listed[2]
+	whole = list(read_piece(source, middle))
+	assert list(read_piece(source, middle, skip=3)) == whole[3:]
+
+
+def test_parquet_pieces_are_row_groups_and_compressed_files_are_whole(tmp_path: Path) -> None:
+	import gzip
+
+	import pyarrow as pa
+	import pyarrow.parquet as pq
+
+	texts = [f"{i} {LONG}" for i in range(100)]
+	pq.write_table(pa.table({"text": texts}), tmp_path / "p.parquet", row_group_size=10)
+	source = SourceConfig("p", path=str(tmp_path / "p.parquet"))
+	listed = pieces(source, 1)
+	assert [(p.kind, p.start, p.stop) for p in listed] == [("parquet", g, g + 1) for g in range(10)]
+	assert [t for p in listed for t in read_piece(source, p)] == texts
+	assert list(read_piece(source, listed[4], skip=7)) == texts[47:50]
+	(tmp_path / "z.jsonl.gz").write_bytes(
+		gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
+	)
+	zipped = SourceConfig("z", path=str(tmp_path / "z.jsonl.gz"))
+	assert [p.kind for p in pieces(zipped, 1)] == ["file"]
+	assert list(read_texts(zipped)) == texts
+
+
+def test_a_local_folder_streams_through_the_hub_code_path(tmp_path: Path) -> None:
+	"""`hf:FOLDER` is read by datasets' streaming, one piece per data file, resumable inside a piece."""
+	folder = tmp_path / "hub"
+	folder.mkdir()
+	for k in range(3):
+		write_jsonl(folder / f"part{k}.jsonl", [{"text": f"{k}-{i} {LONG}"} for i in range(20)])
+	source = SourceConfig("h", kind="hf", path=str(folder))
+	listed = pieces(source, 1, cache_dir=tmp_path / "cache")
+	assert [(p.kind, p.start, p.stop) for p in listed] == [("hub", k, 3) for k in range(3)]
+	assert [t.split()[0] for t in read_piece(source, listed[1], cache_dir=tmp_path / "cache")] == [
+		f"1-{i}" for i in range(20)
+	]
+	resumed = list(read_piece(source, listed[2], skip=15, cache_dir=tmp_path / "cache"))
+	assert [t.split()[0] for t in resumed] == [f"2-{i}" for i in range(15, 20)]

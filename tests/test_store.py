@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from dimgpt.data.store import (
+	BLOCK_BYTES,
+	SAMPLED_BLOCKS,
 	ShardWriter,
 	StoreError,
 	complete_shards,
@@ -17,6 +19,7 @@ from dimgpt.data.store import (
 	shard_stem,
 	token_dtype,
 	validation_count,
+	verify_shard,
 )
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT
 
@@ -122,3 +125,35 @@ def test_validation_split_size_and_spread(n: int) -> None:
 		gaps = np.diff(np.flatnonzero(mask))
 		assert gaps.min() >= n // held - 1  # spread over the stream, not bunched at its start
 	assert all(bool(held_out(i, n, held)) == mask[i] for i in range(0, n, max(1, n // 50)))
+
+
+def test_a_changed_token_is_found_by_the_checksum(tmp_path: Path) -> None:
+	"""Silent corruption: 100 tokens changed to other valid ids keep the size; the checksum names the shard."""
+	manifests = write(tmp_path, random_documents(300), shard_tokens=5_000)
+	stem = shard_stem(tmp_path, "train", 1)
+	tokens = np.fromfile(stem.with_suffix(".bin"), dtype=np.uint16)
+	tokens[200:300] = (tokens[200:300] + 1) % 1000 + 10
+	tokens.tofile(stem.with_suffix(".bin"))
+	for sample in (None, SAMPLED_BLOCKS):  # verify-data and create-data's resume; opening for training
+		with pytest.raises(StoreError, match="does not match its checksum") as error:
+			verify_shard(stem, manifests[1], sample=sample)
+		assert "train_00001.bin" in str(error.value) and "source.json" in str(error.value)
+	with pytest.raises(StoreError, match=r"train_00001\.bin"):
+		open_shard(stem, manifests[1])
+	verify_shard(shard_stem(tmp_path, "train", 0), manifests[0])
+	# resuming keeps the shards before the damaged one and makes it again
+	assert [m["index"] for m in complete_shards(tmp_path, "train", "abc", SETTINGS)] == [0]
+	assert not stem.with_suffix(".bin").exists()
+
+
+def test_sampled_check_reads_a_bounded_number_of_blocks(tmp_path: Path) -> None:
+	"""A shard of many blocks: opening checks SAMPLED_BLOCKS of them (first and last always)."""
+	docs = [np.full(BLOCK_BYTES // 2, 11 + i, dtype=np.uint16) for i in range(20)]  # 20 blocks of 1 MiB
+	(manifest,) = write(tmp_path, docs, shard_tokens=10**9)
+	assert len(manifest["checksum"]["bin"]) == 20
+	stem = shard_stem(tmp_path, "train", 0)
+	with open(stem.with_suffix(".bin"), "r+b") as f:
+		f.seek(19 * BLOCK_BYTES + 10)  # the last block: always checked
+		f.write(b"\x07")
+	with pytest.raises(StoreError, match="at bytes 19,922,944"):
+		open_shard(stem, manifest)

@@ -1,75 +1,117 @@
-"""The create-data job: sources → tokenizer sample → vocab → sharded token store, plus instruction data.
+"""The create-data job: sources -> tokenizer -> sharded token store, plus instruction data, on every core.
 
-Stages (each skipped when its output is already complete, so an interrupted run resumes):
-1. scan: one pass over every source counts the kept documents and characters (the mix weights and
-   the validation split need them); cached in `scan.json`.
-2. sample: `tokenizer_chars` characters drawn across sources in proportion to size × multiplier
-   (paragraph by paragraph), streamed to `tokenizer_sample.txt`.
-3. vocab: the tokenizer trained on the sample, saved as `vocab.txt` (skipped when one exists).
-4. encode: every document cleaned, wrapped and tokenized in parallel, written to shards (`store`).
-5. instruct: the instruction conversations, formatted and stored (`instruct`).
+Stages (each resumes where an interrupted run stopped):
+1. sample (only when vocab.txt is absent): `tokenizer_chars` characters drawn across sources in
+   proportion to size x multiplier, from randomly chosen pieces of each source (about 4x the source's
+   quota is read, not the whole source), streamed to `tokenizer_sample.txt`.
+2. vocab: the tokenizer trained on the sample, saved as `vocab.txt`.
+3. encode: each source is cut into pieces (`sources.pieces`); worker processes read, filter
+   (`quality`), sign (exact hash, MinHash) and encode one piece each, all cores busy and each source
+   read once. The main process takes the pieces' results in stream order, drops exact and near
+   duplicates (one index across all sources), sends each document to its split (by its hash) and writes
+   the shards; whenever a shard fills, every split's open shard is completed and `progress.json`
+   records the stream position (piece, record) and the counts, from which a killed run resumes.
+   At most `workers + 2` pieces are in flight, so memory does not grow with the corpus (except the
+   deduplication index: `bench/data.py` projects it).
+4. instruct: the instruction conversations, formatted and stored (`instruct`).
 Then `data.json` holds the DataConfig and the summary.
+
+Many machines: `--shard I/N` encodes the I-th of N contiguous slices of every source's pieces into
+`OUT/parts/I-of-N` (with the vocabulary of `OUT`); `merge_data` then writes `OUT`'s manifests pointing
+at the parts' shards (no token is copied). Each part deduplicates within itself only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import os
-import queue
+import shutil
 import sys
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from dimgpt.config import DataConfig, SourceConfig, to_dict
+from dimgpt.config import DataConfig, QualityConfig, SourceConfig, to_dict
+from dimgpt.data import quality
 from dimgpt.presets import SOURCE_LISTS, get_preset, get_sources
 from dimgpt.data.instruct import build_instruct_source
-from dimgpt.data.sources import SourceError, SourceStats, documents, local_files, read_records
+from dimgpt.data.sources import Piece, document_hash, local_files, pieces, read_piece, read_records
 from dimgpt.data.store import (
 	FORMAT_VERSION,
 	SPLITS,
+	DataMismatchError,
 	ShardWriter,
 	StoreError,
 	check_fingerprint,
 	complete_shards,
-	held_out,
 	read_json,
+	shard_stem,
 	token_dtype,
-	validation_count,
 	write_json,
 )
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
-from dimgpt.errors import UsageError
+from dimgpt.errors import NotFoundError, UsageError
 
-STAGES = ("scan", "sampling", "vocab training", "reading", "encoding", "writing", "instruct")
+EXAMPLES = 3  # dropped documents kept per rule and source, for the summary and the notebook
+EXAMPLE_CHARS = 400
+# worker stages (CPU seconds summed over the workers) and main-process stages (wall seconds)
+WORKER_STAGES = ("read", "filter", "sign", "encode")
+MAIN_STAGES = ("sampling", "vocab training", "waiting", "dedup", "writing", "instruct")
 
 
 class _Timer:
 	"""Seconds spent per stage."""
 
-	def __init__(self) -> None:
-		self.seconds = dict.fromkeys(STAGES, 0.0)
+	def __init__(self, stages: Sequence[str]) -> None:
+		self.seconds = dict.fromkeys(stages, 0.0)
 
-	@contextmanager
-	def __call__(self, stage: str):
-		start = time.perf_counter()
-		try:
-			yield
-		finally:
-			self.seconds[stage] += time.perf_counter() - start
+	def __call__(self, stage: str) -> _Span:
+		return _Span(self.seconds, stage)
+
+
+class _Span:
+	def __init__(self, seconds: dict[str, float], stage: str) -> None:
+		self.seconds, self.stage = seconds, stage
+
+	def __enter__(self) -> None:
+		self.start = time.perf_counter()
+
+	def __exit__(self, *_: object) -> None:
+		self.seconds[self.stage] += time.perf_counter() - self.start
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+	"""(I, N) from "I/N" (0 <= I < N); (0, 1) for None."""
+	if spec is None:
+		return 0, 1
+	index, sep, count = spec.partition("/")
+	try:
+		i, n = int(index), int(count)
+	except ValueError:
+		i, n = -1, 0
+	if not sep or not 0 <= i < n:
+		raise UsageError(f"--shard {spec!r}: give I/N with 0 <= I < N, e.g. 0/8 for the first of 8 machines")
+	return i, n
+
+
+def part_dir(out_dir: str | Path, shard: tuple[int, int]) -> Path:
+	"""Where part I of N of the dataset `out_dir` is written."""
+	return Path(out_dir) / "parts" / f"{shard[0]}-of-{shard[1]}"
 
 
 def create_data(
 	config: DataConfig,
 	out_dir: str | Path,
 	*,
+	shard: tuple[int, int] = (0, 1),
+	vocab_only: bool = False,
 	force_tokenizer: bool = False,
 	progress: bool = True,
 	on_shard: Callable[[dict[str, Any]], None] | None = None,
@@ -77,48 +119,47 @@ def create_data(
 ) -> dict[str, Any]:
 	"""Build (or finish building) the dataset folder `out_dir`; return its summary (also in data.json).
 
+	shard: (I, N) encodes only the I-th of N slices of every source, into `part_dir(out_dir, shard)`,
+	with `out_dir/vocab.txt` (made first by a run with vocab_only=True); `merge_data` joins the parts.
 	on_shard: called with each shard manifest once the shard is complete on disk.
-	cache_dir: datasets' cache for hub sources (default: the Hugging Face cache in your home, usually
-	~/.cache/huggingface/datasets); local files are streamed and only leave lock files, in
-	`out_dir/.hf_cache`.
+	cache_dir: datasets' cache for hub sources (default: the Hugging Face cache in your home); hub
+	sources are streamed, so it holds only small metadata.
 	"""
 	for source in (*config.sources, *config.instruct_sources):
 		if source.kind == "files":
-			local_files(source)  # a missing file fails now, before anything is written or scanned
-	out = Path(out_dir)
-	out.mkdir(parents=True, exist_ok=True)
-	timer = _Timer()
-	stream = _streamer(config, out, cache_dir)
-	trained = force_tokenizer or not (out / "vocab.txt").exists()
-	tokenizer = train_tokenizer(config, out, force=force_tokenizer, progress=progress, cache_dir=cache_dir, timer=timer)
-	with timer("scan"):
-		scan = scan_sources(config, out, progress=progress, cache_dir=cache_dir)
-
-	pretrain = {}
-	for source in config.sources:
-		pretrain[source.name] = _encode_source(config, source, out, tokenizer, scan, stream, timer, progress, on_shard)
-	weights = {name: s["splits"]["train"]["tokens"] * s["multiplier"] for name, s in pretrain.items()}
-	total = sum(weights.values()) or 1.0
-	for name, s in pretrain.items():
-		s["share"] = weights[name] / total
-
+			local_files(source)  # a missing file fails now, before anything is written
+	root = Path(out_dir)
+	root.mkdir(parents=True, exist_ok=True)
+	timer = _Timer(MAIN_STAGES)
+	trained = force_tokenizer or not (root / "vocab.txt").exists()
+	if shard[1] > 1 and trained:
+		raise NotFoundError(
+			f"{root / 'vocab.txt'} is missing: the parts of a dataset share one vocabulary; make it first with "
+			f"`create-data --out {root} --vocab-only` (same sources and preset), then run the parts"
+		)
+	tokenizer = train_tokenizer(config, root, force=force_tokenizer, progress=progress, cache_dir=cache_dir, timer=timer)
+	if vocab_only:
+		return {"vocab_size": tokenizer.vocab_size, "tokenizer_fingerprint": tokenizer.fingerprint}
+	out = part_dir(root, shard) if shard[1] > 1 else root
+	start = time.perf_counter()
+	pretrain, work = _encode(config, out, tokenizer, shard, progress, on_shard, cache_dir, timer)
 	instruct = {}
-	with timer("instruct"):
-		for source in config.instruct_sources:
-			cache = out / ".hf_cache" if source.kind == "files" else cache_dir
-			instruct[source.name] = _instruct_source(config, source, out, tokenizer, cache, progress)
-
+	if shard[0] == 0:  # conversations are few: the first part stores them, the merge takes them from it
+		with timer("instruct"):
+			for source in config.instruct_sources:
+				cache = out / ".hf_cache" if source.kind == "files" else cache_dir  # local files leave only locks
+				instruct[source.name] = _instruct_source(config, source, out, tokenizer, cache, progress)
 	summary = {
 		"format_version": FORMAT_VERSION,
 		"vocab_size": tokenizer.vocab_size,
 		"tokenizer_fingerprint": tokenizer.fingerprint,
 		"tokenizer_trained": trained,
-		"tokenizer_sample": read_json(out / "tokenizer_sample.json")
-		if (out / "tokenizer_sample.json").exists()
-		else {},
-		"pretrain": pretrain,
+		"tokenizer_sample": read_json(root / "tokenizer_sample.json") if (root / "tokenizer_sample.json").exists() else {},
+		"shard": list(shard),
+		"pretrain": _with_shares(pretrain),
 		"instruct": instruct,
-		"times": timer.seconds,
+		"times": {**timer.seconds, "encode_wall": time.perf_counter() - start - timer.seconds["instruct"]},
+		"work": work,
 	}
 	write_json(out / "data.json", {**summary, "config": to_dict(config)})
 	if progress:
@@ -126,55 +167,31 @@ def create_data(
 	return summary
 
 
-# --- 1. scan ---------------------------------------------------------------------------------------
+def _with_shares(pretrain: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+	"""Each source's share of the training mix: its training tokens x multiplier, normalised."""
+	weights = {name: s["splits"]["train"]["tokens"] * s["multiplier"] for name, s in pretrain.items()}
+	total = sum(weights.values()) or 1.0
+	return {name: {**s, "share": weights[name] / total} for name, s in pretrain.items()}
 
 
-def _streamer(config: DataConfig, out: Path, cache_dir: str | Path | None) -> Callable:
-	"""documents(source) with the config's filter; local files get a datasets cache inside `out`."""
-
-	def stream(source: SourceConfig, stats: SourceStats | None = None):
-		cache = out / ".hf_cache" if source.kind == "files" else cache_dir
-		return documents(source, min_chars=config.min_document_chars, stats=stats, cache_dir=cache)
-
-	return stream
+# --- 1-2. tokenizer sample and vocabulary ---------------------------------------------------------
 
 
-def scan_sources(
-	config: DataConfig, out_dir: str | Path, *, progress: bool = True, cache_dir: str | Path | None = None
-) -> dict[str, dict[str, Any]]:
-	"""Documents, characters, short and duplicate documents per source (cached in out_dir/scan.json)."""
-	out = Path(out_dir)
-	out.mkdir(parents=True, exist_ok=True)
-	stream = _streamer(config, out, cache_dir)
-	path = out / "scan.json"
-	key = {"min_document_chars": config.min_document_chars}
-	cached = read_json(path) if path.exists() else {}
-	result = {}
+def source_sizes(config: DataConfig, cache_dir: str | Path | None = None) -> dict[str, int]:
+	"""Bytes of each source: its files' sizes on disk, or its characters when unknown (hub, embedded)."""
+	sizes = {}
 	for source in config.sources:
-		entry = cached.get(source.name)
-		if entry is not None and entry.get("source") == to_dict(source) and entry.get("key") == key:
-			result[source.name] = entry
-			continue
-		stats = SourceStats()
-		for _ in tqdm(stream(source, stats), desc=f"scan {source.name}", unit="doc", disable=not progress):
-			pass
-		if stats.documents == 0:
-			raise StoreError(
-				f"source {source.name!r} has no document of at least {config.min_document_chars} characters "
-				f"({stats.short} shorter ones): check its path and text column"
-			)
-		result[source.name] = {**vars(stats), "source": to_dict(source), "key": key}
-		cached[source.name] = result[source.name]
-		write_json(path, cached)
-	return result
+		listed = pieces(source, config.piece_bytes, cache_dir=cache_dir)
+		size = sum(p.size for p in listed)
+		if size == 0:  # the hub gives no sizes to a stream: count them (only when training a vocabulary)
+			size = sum(len(t) for p in listed for t in read_piece(source, p, cache_dir=cache_dir))
+		sizes[source.name] = size
+	return sizes
 
 
-# --- 2-3. tokenizer sample and vocabulary ---------------------------------------------------------
-
-
-def sample_quotas(config: DataConfig, scan: dict[str, dict[str, int]]) -> dict[str, float]:
-	"""Characters to draw from each source: `tokenizer_chars` split by size × multiplier."""
-	weights = {s.name: scan[s.name]["characters"] * s.multiplier for s in config.sources}
+def sample_quotas(config: DataConfig, sizes: dict[str, int]) -> dict[str, float]:
+	"""Characters to draw from each source: `tokenizer_chars` split by size x multiplier."""
+	weights = {s.name: sizes[s.name] * s.multiplier for s in config.sources}
 	total = sum(weights.values())
 	if total <= 0:
 		raise StoreError("every source has a zero multiplier or no text: nothing to train a tokenizer on")
@@ -185,35 +202,48 @@ def _source_seed(config: DataConfig, name: str) -> list[int]:
 	return [config.seed, zlib.crc32(name.encode())]
 
 
-def _sample(config: DataConfig, out: Path, scan: dict, stream: Callable, progress: bool) -> Path:
-	"""Draw paragraphs of every source with probability quota / size; one paragraph per line."""
+def _sample(config: DataConfig, out: Path, cache_dir: str | Path | None, progress: bool) -> Path:
+	"""Paragraphs of kept documents, from each source's pieces in a random order, until its quota.
+
+	A paragraph is taken with probability max(1.25 quota / size, 1/4), so about 4x the quota is read
+	(1.25: sizes are bytes on disk, more than the characters of the documents the filters keep)."""
 	path = out / "tokenizer_sample.txt"
-	quotas = sample_quotas(config, scan)
+	sizes = source_sizes(config, cache_dir)
+	quotas = sample_quotas(config, sizes)
 	sampled = {}
 	with open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8") as f:
 		for source in config.sources:
 			quota = quotas[source.name]
-			probability = min(1.0, quota / scan[source.name]["characters"])
+			probability = min(1.0, max(1.25 * quota / max(sizes[source.name], 1), 0.25))
 			rng = np.random.default_rng(_source_seed(config, source.name))
+			listed = pieces(source, config.piece_bytes, cache_dir=cache_dir)
 			taken = 0
 			bar = tqdm(
 				total=int(quota), desc=f"sample {source.name}", unit="char", unit_scale=True, disable=not progress
 			)
-			for text in stream(source):
-				paragraphs = text.split("\n")
-				draws = rng.random(len(paragraphs))
-				chosen = [p for p, d in zip(paragraphs, draws) if d < probability and p.strip()]
-				if chosen:
-					f.write("\n".join(chosen) + "\n")
-					size = sum(len(p) for p in chosen)
-					taken += size
-					bar.update(size)
+			for k in rng.permutation(len(listed)):
+				for text in read_piece(source, listed[k], cache_dir=cache_dir):
+					text = text.strip()
+					if len(text) < config.min_document_chars or (
+						source.filter and quality.rejection(text, config.quality) is not None
+					):
+						continue
+					paragraphs = text.split("\n")
+					draws = rng.random(len(paragraphs))
+					chosen = [p for p, d in zip(paragraphs, draws) if d < probability and p.strip()]
+					if chosen:
+						f.write("\n".join(chosen) + "\n")
+						size = sum(len(p) for p in chosen)
+						taken += size
+						bar.update(size)
+					if taken >= quota:
+						break
 				if taken >= quota:
 					break
 			bar.close()
 			sampled[source.name] = taken
 	os.replace(path.with_name(path.name + ".tmp"), path)
-	write_json(out / "tokenizer_sample.json", {"quotas": quotas, "characters": sampled})
+	write_json(out / "tokenizer_sample.json", {"sizes": sizes, "quotas": quotas, "characters": sampled})
 	return path
 
 
@@ -228,13 +258,11 @@ def train_tokenizer(
 ) -> Tokenizer:
 	"""The tokenizer of `out_dir/vocab.txt`, trained on a sample of the sources first if absent (or forced)."""
 	out = Path(out_dir)
-	timer = timer or _Timer()
+	timer = timer or _Timer(MAIN_STAGES)
 	vocab_path = out / "vocab.txt"
 	if force or not vocab_path.exists():
-		with timer("scan"):
-			scan = scan_sources(config, out, progress=progress, cache_dir=cache_dir)
 		with timer("sampling"):
-			sample_path = _sample(config, out, scan, _streamer(config, out, cache_dir), progress)
+			sample_path = _sample(config, out, cache_dir, progress)
 		with timer("vocab training"):
 			tokenizer = Tokenizer.train(
 				_lines(sample_path),
@@ -254,7 +282,427 @@ def _lines(path: Path):
 			yield line.rstrip("\n")
 
 
-# --- 4. encoding -----------------------------------------------------------------------------------
+# --- 3. encoding: the workers ---------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: DataConfig, vocab: list[str], trie: Any, cache_dir: str | Path | None) -> None:
+	tokenizer = Tokenizer(vocab, compiled=trie is not None)
+	tokenizer._trie = trie  # compiled once in the main process (inherited as is under fork)
+	_WORKER.update(config=config, tokenizer=tokenizer, cache_dir=cache_dir)
+
+
+# a record's fate, as the worker saw it; the main process decides duplicates
+KEPT, SHORT = 0, 1
+OUTCOMES = ("kept", "short", *quality.RULES)
+
+
+def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
+	"""Read, filter, sign and encode one piece (from record `skip` on) in a worker process."""
+	source_index, piece, skip, dtype = job
+	config: DataConfig = _WORKER["config"]
+	tokenizer: Tokenizer = _WORKER["tokenizer"]
+	source = config.sources[source_index]
+	seconds = dict.fromkeys(WORKER_STAGES, 0.0)
+	clock = time.perf_counter()
+	texts = list(read_piece(source, piece, skip=skip, cache_dir=_WORKER["cache_dir"]))
+	seconds["read"] = time.perf_counter() - clock
+	clock = time.perf_counter()
+	outcomes = np.zeros(len(texts), dtype=np.int8)
+	kept: list[str] = []
+	examples: dict[str, list[str]] = {}
+	for r, text in enumerate(texts):
+		text = text.strip()
+		rule = "short" if len(text) < config.min_document_chars else None
+		if rule is None and source.filter:
+			rule = quality.rejection(text, config.quality)
+		if rule is None:
+			kept.append(text)
+			continue
+		outcomes[r] = OUTCOMES.index(rule)
+		if rule != "short" and len(examples.setdefault(rule, [])) < EXAMPLES:
+			examples[rule].append(text[:EXAMPLE_CHARS])
+	seconds["filter"] = time.perf_counter() - clock
+	clock = time.perf_counter()
+	hashes = np.array([document_hash(t) for t in kept], dtype=np.uint64)
+	width = 2 + (config.quality.dedup_permutations if config.quality.near_duplicates else 0)
+	signatures = np.empty((len(kept), width), dtype=np.uint32)
+	signatures[:, 0], signatures[:, 1] = hashes & np.uint64(0xFFFFFFFF), hashes >> np.uint64(32)
+	if config.quality.near_duplicates:
+		for i, text in enumerate(kept):
+			signatures[i, 2:] = quality.minhash(text, config.quality.dedup_permutations).hashvalues
+	seconds["sign"] = time.perf_counter() - clock
+	clock = time.perf_counter()
+	encoded = tokenizer.encode_batch(kept, workers=1)
+	lengths = np.array([len(ids) + 2 for ids in encoded], dtype=np.int64)
+	offsets = np.zeros(len(kept) + 1, dtype=np.int64)
+	np.cumsum(lengths, out=offsets[1:])
+	tokens = np.empty(int(offsets[-1]), dtype=dtype)
+	for ids, a, b in zip(encoded, offsets[:-1], offsets[1:]):
+		tokens[a], tokens[a + 1 : b - 1], tokens[b - 1] = START_OF_TEXT, ids, END_OF_TEXT
+	seconds["encode"] = time.perf_counter() - clock
+	return {
+		"outcomes": outcomes,
+		"tokens": tokens,
+		"offsets": offsets,
+		"characters": np.array([len(t) for t in kept], dtype=np.int64),
+		"signatures": signatures,
+		"examples": examples,
+		"seconds": seconds,
+		"bytes": sum(len(t.encode("utf-8")) for t in texts),
+	}
+
+
+def _pool(config: DataConfig, tokenizer: Tokenizer, cache_dir: str | Path | None) -> tuple[Any, int]:
+	cores = config.encode_workers or (
+		len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+	)
+	method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+	trie = tokenizer._compiled_trie() if tokenizer.compiled else None
+	args = (config, tokenizer.vocab, trie, cache_dir)
+	return mp.get_context(method).Pool(cores, initializer=_init_worker, initargs=args), cores
+
+
+# --- 3. encoding: the main process ----------------------------------------------------------------
+
+
+class Deduplicator:
+	"""Exact (64-bit hash) and near (datasketch MinHashLSH) duplicates over every document kept so far."""
+
+	def __init__(self, settings: QualityConfig) -> None:
+		self.exact: set[int] = set()
+		self.lsh = None
+		if settings.near_duplicates:
+			from datasketch import MinHashLSH
+
+			self.lsh = MinHashLSH(threshold=settings.dedup_threshold, num_perm=settings.dedup_permutations)
+		self.keys = 0
+
+	def check(self, signature: np.ndarray) -> str | None:
+		""""duplicates", "near_duplicates" or None (kept: then remembered)."""
+		key = int(signature[0]) | int(signature[1]) << 32
+		if key in self.exact:
+			return "duplicates"
+		self.exact.add(key)
+		if self.lsh is not None:
+			minhash = self._minhash(signature)
+			if self.lsh.query(minhash):
+				return "near_duplicates"
+			self.lsh.insert(self.keys, minhash, check_duplication=False)
+			self.keys += 1
+		return None
+
+	def remember(self, signatures: np.ndarray) -> None:
+		"""Add documents kept by an earlier run (their signatures, from the shards' .sig.npy)."""
+		for signature in signatures:
+			self.exact.add(int(signature[0]) | int(signature[1]) << 32)
+			if self.lsh is not None:
+				self.lsh.insert(self.keys, self._minhash(signature), check_duplication=False)
+				self.keys += 1
+
+	@staticmethod
+	def _minhash(signature: np.ndarray):
+		from datasketch import LeanMinHash
+
+		return LeanMinHash(seed=1, hashvalues=signature[2:], scheme="affine32")
+
+
+def held_out(document_hash: int, fraction: float) -> bool:
+	"""Whether a document goes to validation: its hash, read as a number in [0, 1), is under `fraction`.
+
+	A property of the document alone: the same wherever and in whatever order it is processed."""
+	return (document_hash >> 11) * 2.0**-53 < fraction
+
+
+class _SourceRun:
+	"""The main process's side of one source: split, dedup, shards, progress and counts."""
+
+	def __init__(
+		self,
+		config: DataConfig,
+		source: SourceConfig,
+		directory: Path,
+		tokenizer: Tokenizer,
+		settings: dict[str, Any],
+		first_part: bool,
+		dedup: Deduplicator,
+		on_shard: Callable | None,
+		pieces: int,
+	) -> None:
+		self.config, self.source, self.directory, self.settings = config, source, directory, settings
+		self.decode, self.pieces = tokenizer.decode, pieces
+		self.first_part, self.dedup = first_part, dedup
+		self.dtype = token_dtype(tokenizer.vocab_size)
+		self.meta = {"source": source.name, "tokenizer_fingerprint": tokenizer.fingerprint, "settings": settings}
+		self.progress_path = directory / "progress.json"
+		state = self._resume(tokenizer.fingerprint)
+		self.position: list[int] = state["position"]
+		self.counts: dict[str, int] = state["counts"]
+		self.examples: dict[str, list[str]] = state["examples"]
+		self.writers = {
+			split: ShardWriter(
+				directory,
+				split,
+				dtype=self.dtype,
+				shard_tokens=config.shard_tokens,
+				meta=self.meta,
+				start_index=state["shards"][split],
+				first_document=state["documents"][split],
+				on_shard=on_shard,
+			)
+			for split in SPLITS
+		}
+
+	def _resume(self, fingerprint: str) -> dict[str, Any]:
+		"""The state after the last complete shards of an earlier run (kept shards re-enter the dedup index)."""
+		fresh = {
+			"position": [0, 0],
+			"shards": dict.fromkeys(SPLITS, 0),
+			"documents": dict.fromkeys(SPLITS, 0),
+			"counts": Counter(),
+			"examples": {},
+		}
+		state = read_json(self.progress_path) if self.progress_path.exists() else None
+		if state is not None and state.get("piece_bytes") != self.config.piece_bytes:
+			print(f"{self.progress_path}: other piece_bytes, the position means nothing: encoding again", file=sys.stderr)
+			state = None  # complete_shards(limit 0) below deletes its shards
+		if state is not None and state.get("settings") != self.settings:
+			raise DataMismatchError(
+				f"{self.progress_path} was made with other settings: delete {self.directory} (or choose another "
+				"output folder) to encode it again"
+			)
+		self.directory.mkdir(parents=True, exist_ok=True)
+		limits = state["shards"] if state else dict.fromkeys(SPLITS, 0)
+		done = {split: complete_shards(self.directory, split, fingerprint, self.settings, limits[split]) for split in SPLITS}
+		if state is None or any(len(done[split]) < limits[split] for split in SPLITS):
+			if state is not None:  # a shard the progress counts on is damaged: this source starts again
+				print(f"{self.directory}: a completed shard is damaged: encoding this source again", file=sys.stderr)
+				for split in SPLITS:
+					complete_shards(self.directory, split, fingerprint, self.settings, 0)
+			return fresh
+		for split in SPLITS:
+			for manifest in done[split]:
+				self.dedup.remember(_signatures(shard_stem(self.directory, split, manifest["index"])))
+		return {**state, "counts": Counter(state["counts"])}
+
+	def take(self, piece_index: int, skip: int, result: dict[str, Any], timer: _Timer) -> bool:
+		"""Add one piece's result (from record `skip` on); False once the source's `max_chars` is reached."""
+		outcomes, offsets, signatures = result["outcomes"], result["offsets"], result["signatures"]
+		for rule, texts in result["examples"].items():
+			self.examples.setdefault(rule, []).extend(texts[: EXAMPLES - len(self.examples[rule])])
+		d = 0
+		for r, outcome in enumerate(outcomes.tolist()):
+			if outcome != KEPT:
+				self.counts[OUTCOMES[outcome]] += 1
+				self.counts["records"] += 1
+				continue
+			with timer("dedup"):
+				duplicate = self.dedup.check(signatures[d])
+			if duplicate is not None:
+				self.counts[duplicate] += 1
+				self.counts["records"] += 1
+				self._example(duplicate, result["tokens"][offsets[d] : offsets[d + 1]])
+				d += 1
+				continue
+			kept = self.counts["documents"]
+			key = int(signatures[d][0]) | int(signatures[d][1]) << 32
+			validation = held_out(key, self.config.validation_fraction) or (
+				self.first_part and kept % 2 == 1 and self.counts["validation"] < self.config.min_validation_documents
+			)
+			split = "validation" if validation else "train"
+			tokens = result["tokens"][offsets[d] : offsets[d + 1]]
+			with timer("writing"):
+				if self.writers[split].open and self.writers[split].offsets[-1] + len(tokens) > self.config.shard_tokens:
+					self.sync([piece_index, skip + r])
+				self.writers[split].add(tokens, int(result["characters"][d]), signatures[d])
+			self.counts["records"] += 1  # after the sync above: its position is this record, to be read again
+			self.counts["documents"] += 1
+			self.counts["characters"] += int(result["characters"][d])
+			self.counts[split] += 1
+			d += 1
+			if self.source.max_chars and self.counts["characters"] >= self.source.max_chars:
+				return False
+		return True
+
+	def _example(self, rule: str, tokens: np.ndarray) -> None:
+		if len(self.examples.setdefault(rule, [])) < EXAMPLES:
+			self.examples[rule].append(self.decode(tokens[1:-1])[:EXAMPLE_CHARS])
+
+	def sync(self, position: list[int]) -> None:
+		"""Complete every split's open shard, then record the stream position they stop at."""
+		for writer in self.writers.values():
+			writer.finish()
+		self.position = position
+		write_json(
+			self.progress_path,
+			{
+				"settings": self.settings,
+				"piece_bytes": self.config.piece_bytes,  # the position counts pieces of this size
+				"position": position,
+				"shards": {split: w.index for split, w in self.writers.items()},
+				"documents": {split: w.first_document for split, w in self.writers.items()},
+				"counts": dict(self.counts),
+				"examples": self.examples,
+			},
+		)
+
+	def finish(self) -> dict[str, Any]:
+		"""Complete the last shards and write the source manifest (its presence: the source is done)."""
+		self.sync([self.pieces, 0])
+		splits = {}
+		for split in SPLITS:
+			shards = [read_json(p) for p in sorted(self.directory.glob(f"{split}_*.json"))]
+			splits[split] = {
+				"shards": len(shards),
+				"documents": sum(m["documents"] for m in shards),
+				"tokens": sum(m["tokens"] for m in shards),
+				"characters": sum(m.get("characters", 0) for m in shards),
+			}
+		counts = self.counts
+		manifest = {
+			**self.meta,
+			"format_version": FORMAT_VERSION,
+			"multiplier": self.source.multiplier,
+			"dtype": self.dtype.name,
+			"documents": counts["documents"],
+			"characters": counts["characters"],
+			"records": counts["records"],
+			"short": counts["short"],
+			"duplicates": counts["duplicates"],
+			"near_duplicates": counts["near_duplicates"],
+			"filtered": {rule: counts[rule] for rule in quality.RULES},
+			"dropped_examples": self.examples,
+			"splits": splits,
+		}
+		write_json(self.directory / "source.json", manifest)
+		return manifest
+
+
+def _signatures(stem: Path) -> np.ndarray:
+	path = stem.with_suffix(".sig.npy")
+	return np.load(path, allow_pickle=False) if path.exists() else np.zeros((0, 2), dtype=np.uint32)
+
+
+def _settings(config: DataConfig, source: SourceConfig, shard: tuple[int, int]) -> dict[str, Any]:
+	"""What the shards of a source depend on: a resumed run must have the same."""
+	return {
+		"source": to_dict(source),
+		"shard_tokens": config.shard_tokens,
+		"min_document_chars": config.min_document_chars,
+		"validation_fraction": config.validation_fraction,
+		"min_validation_documents": config.min_validation_documents,
+		"quality": to_dict(config.quality) if source.filter else {"near_duplicates": config.quality.near_duplicates},
+		"shard": list(shard),
+	}
+
+
+def _my_pieces(listed: list[Piece], shard: tuple[int, int]) -> range:
+	"""The indices of the pieces part I of N encodes: the I-th of N contiguous runs."""
+	i, n = shard
+	return range(len(listed) * i // n, len(listed) * (i + 1) // n)
+
+
+def _encode(
+	config: DataConfig,
+	out: Path,
+	tokenizer: Tokenizer,
+	shard: tuple[int, int],
+	progress: bool,
+	on_shard: Callable | None,
+	cache_dir: str | Path | None,
+	timer: _Timer,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+	"""Every source through the workers, in order; (source manifests, work done per stage)."""
+	dedup = Deduplicator(config.quality)
+	manifests: dict[str, dict[str, Any]] = {}
+	runs: dict[str, _SourceRun] = {}
+	jobs = []  # (source, piece index, piece, first record), in stream order, for every unfinished source
+	last: dict[int, int] = {}  # each source's last piece to encode
+	total_bytes = 0
+	for index, source in enumerate(config.sources):
+		directory = out / "pretrain" / source.name
+		settings = _settings(config, source, shard)
+		earlier = _earlier_manifest(directory, settings, tokenizer)
+		if earlier is not None:  # finished by an earlier run: its documents still count as seen
+			for split in SPLITS:
+				for i in range(earlier["splits"][split]["shards"]):
+					dedup.remember(_signatures(shard_stem(directory, split, i)))
+			manifests[source.name] = earlier
+			continue
+		if (directory / "source.json").exists():
+			raise DataMismatchError(
+				f"{directory / 'source.json'} was made with other settings: delete {directory} (or choose another "
+				"output folder)"
+			)
+		listed = pieces(source, config.piece_bytes, cache_dir=cache_dir)
+		run = _SourceRun(config, source, directory, tokenizer, settings, shard[0] == 0, dedup, on_shard, len(listed))
+		runs[source.name] = run
+		piece, record = run.position
+		for k in _my_pieces(listed, shard):
+			if k >= piece:
+				jobs.append((index, k, listed[k], record if k == piece else 0))
+				total_bytes += listed[k].size
+				last[index] = k
+	work = {"bytes": 0, "workers": 0, **{f"{s}_s": 0.0 for s in WORKER_STAGES}}
+	if not runs:
+		return manifests, work
+	dtype = token_dtype(tokenizer.vocab_size).name
+	pool, cores = _pool(config, tokenizer, cache_dir)
+	work["workers"] = cores
+	bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, disable=not progress)
+	pending: deque = deque()
+	stopped: set[int] = set()  # sources whose max_chars was reached
+	queue = iter(jobs)
+	try:
+		for _ in range(cores + 2):  # a bounded window: memory stays flat whatever the corpus size
+			_submit(pool, queue, pending, dtype, stopped)
+		current = None
+		while pending:
+			(index, k, piece, skip), result = pending.popleft()
+			with timer("waiting"):
+				result = result.get()
+			_submit(pool, queue, pending, dtype, stopped)
+			source = config.sources[index]
+			run = runs[source.name]
+			if current != source.name:
+				bar.set_description(f"encode {source.name}")
+				current = source.name
+			work["bytes"] += result["bytes"]
+			for stage, seconds in result["seconds"].items():
+				work[f"{stage}_s"] += seconds
+			bar.update(piece.size)
+			if index in stopped:
+				continue
+			if not run.take(k, skip, result, timer):
+				stopped.add(index)
+			if k == last[index] or index in stopped:
+				with timer("writing"):
+					manifests[source.name] = run.finish()
+				if manifests[source.name]["documents"] == 0 and shard[1] == 1:
+					raise StoreError(
+						f"source {source.name!r} has no document kept ({run.counts['records']} read, "
+						f"{run.counts['short']} under {config.min_document_chars} characters, filtered: "
+						f"{dict((r, run.counts[r]) for r in quality.RULES if run.counts[r])}): check its path and "
+						"text column, or its `filter` switch"
+					)
+		for name, run in runs.items():  # a slice with no piece of a source (more parts than pieces)
+			if name not in manifests:
+				manifests[name] = run.finish()
+	finally:
+		bar.close()
+		pool.terminate()
+	ordered = {s.name: manifests[s.name] for s in config.sources}
+	return ordered, work
+
+
+def _submit(pool: Any, queue: Any, pending: deque, dtype: str, stopped: set[int]) -> None:
+	"""Hand the next job to the workers (none of a source whose max_chars is reached)."""
+	for job in queue:
+		index, _, piece, skip = job
+		if index not in stopped:
+			pending.append((job, pool.apply_async(_work, ((index, piece, skip, dtype),))))
+			return
 
 
 def _earlier_manifest(directory: Path, settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, Any] | None:
@@ -267,168 +715,6 @@ def _earlier_manifest(directory: Path, settings: dict[str, Any], tokenizer: Toke
 	manifest = read_json(path)
 	check_fingerprint(manifest, path, tokenizer.fingerprint)
 	return manifest if manifest.get("settings") == settings else None
-
-
-def _encode_source(
-	config: DataConfig,
-	source: SourceConfig,
-	out: Path,
-	tokenizer: Tokenizer,
-	scan: dict,
-	stream: Callable,
-	timer: _Timer,
-	progress: bool,
-	on_shard: Callable | None,
-) -> dict[str, Any]:
-	"""Encode one source into shards per split, keeping complete shards of an earlier run."""
-	directory = out / "pretrain" / source.name
-	settings = {
-		"source": to_dict(source),
-		"shard_tokens": config.shard_tokens,
-		"min_document_chars": config.min_document_chars,
-		"validation_fraction": config.validation_fraction,
-		"min_validation_documents": config.min_validation_documents,
-	}
-	earlier = _earlier_manifest(directory, settings, tokenizer)
-	if earlier is not None:
-		return earlier
-	manifest_path = directory / "source.json"
-	if manifest_path.exists():
-		raise StoreError(
-			f"{manifest_path} was made with other settings: delete {directory} (or choose another output folder)"
-		)
-	directory.mkdir(parents=True, exist_ok=True)
-	n = scan[source.name]["documents"]
-	held = validation_count(n, config.validation_fraction, config.min_validation_documents)
-	dtype = token_dtype(tokenizer.vocab_size)
-	meta = {"source": source.name, "tokenizer_fingerprint": tokenizer.fingerprint, "settings": settings}
-	writers, skip = {}, {}
-	for split in SPLITS:
-		done = complete_shards(directory, split, tokenizer.fingerprint, settings)
-		skip[split] = sum(m["documents"] for m in done)
-		writers[split] = ShardWriter(
-			directory,
-			split,
-			dtype=dtype,
-			shard_tokens=config.shard_tokens,
-			meta=meta,
-			start_index=len(done),
-			first_document=skip[split],
-			on_shard=on_shard,
-		)
-	cores = config.encode_workers or (
-		len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-	)
-	stats = SourceStats()
-	read = [0]
-
-	def batches() -> Iterator[tuple[int, list[tuple[str, str]]]]:
-		"""(documents skipped, [(split, text), ...] of about encode_batch_chars characters) in stream order."""
-		seen = dict.fromkeys(SPLITS, 0)
-		batch: list[tuple[str, str]] = []
-		chars = skipped = 0
-		for i, text in enumerate(stream(source, stats)):
-			read[0] = i + 1
-			split = "validation" if held_out(i, n, held) else "train"
-			seen[split] += 1
-			if seen[split] <= skip[split]:  # already in a complete shard of an earlier run
-				skipped += 1
-				continue
-			batch.append((split, text))
-			chars += len(text)
-			if chars >= config.encode_batch_chars:
-				yield skipped, batch
-				batch, chars, skipped = [], 0, 0
-		yield skipped, batch
-
-	bar = tqdm(total=n, desc=f"encode {source.name}", unit="doc", disable=not progress)
-	tokens_done = 0
-	start = time.perf_counter()
-	# the next batch is read in a thread while this one is encoded (the tokenizer's workers are processes)
-	for skipped, batch in _in_thread(batches(), timer):
-		bar.update(skipped)
-		if not batch:
-			continue
-		with timer("encoding"):
-			encoded = tokenizer.encode_batch([text for _, text in batch], workers=cores)
-		with timer("writing"):
-			for (split, text), ids in zip(batch, encoded):
-				wrapped = np.empty(len(ids) + 2, dtype=dtype)
-				wrapped[0], wrapped[1:-1], wrapped[-1] = START_OF_TEXT, ids, END_OF_TEXT
-				writers[split].add(wrapped, len(text))
-				tokens_done += len(wrapped)
-		bar.update(len(batch))
-		bar.set_postfix_str(f"{tokens_done / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s")
-	bar.close()
-	if read[0] != n:
-		raise StoreError(
-			f"source {source.name!r} gave {read[0]} documents, the scan counted {n}: it changed since; delete "
-			f"{out / 'scan.json'} and {directory} and run again"
-		)
-	with timer("writing"):
-		for writer in writers.values():
-			writer.finish()
-	splits = {}
-	for split in SPLITS:
-		shards = [read_json(p) for p in sorted(directory.glob(f"{split}_*.json"))]
-		splits[split] = {
-			"shards": len(shards),
-			"documents": sum(m["documents"] for m in shards),
-			"tokens": sum(m["tokens"] for m in shards),
-			"characters": sum(m.get("characters", 0) for m in shards),
-		}
-	manifest = {
-		**meta,
-		"format_version": FORMAT_VERSION,
-		"multiplier": source.multiplier,
-		"dtype": dtype.name,
-		"documents": n,
-		"characters": scan[source.name]["characters"],
-		"short": scan[source.name]["short"],
-		"duplicates": scan[source.name]["duplicates"],
-		"splits": splits,
-	}
-	write_json(manifest_path, manifest)
-	return manifest
-
-
-def _in_thread(items: Iterator[Any], timer: _Timer, depth: int = 2) -> Iterator[Any]:
-	"""Yield what `items` yields, computed up to `depth` items ahead in a background thread.
-
-	Time spent waiting for an item counts as "reading"; an error in the thread is raised here.
-	"""
-	out: queue.Queue = queue.Queue(maxsize=depth)
-	stop = threading.Event()
-	end = object()
-
-	def work() -> None:
-		try:
-			for item in items:
-				while not stop.is_set():
-					try:
-						out.put(item, timeout=0.1)
-						break
-					except queue.Full:
-						continue
-				if stop.is_set():
-					return
-			out.put(end)
-		except BaseException as error:
-			out.put(error)
-
-	thread = threading.Thread(target=work, daemon=True)
-	thread.start()
-	try:
-		while True:
-			with timer("reading"):
-				item = out.get()
-			if item is end:
-				return
-			if isinstance(item, BaseException):
-				raise item
-			yield item
-	finally:
-		stop.set()
 
 
 # --- 5. instruction data ---------------------------------------------------------------------------
@@ -469,11 +755,88 @@ def _instruct_source(
 	return manifest
 
 
+# --- merging parts --------------------------------------------------------------------------------
+
+
+def merge_data(out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+	"""Join the parts `OUT/parts/I-of-N` of a sharded create-data into the dataset `OUT`.
+
+	Each source's `source.json` lists the parts' shards (`files`, relative paths): no token is copied;
+	the parts must stay where they are. The instruction stores (small) are copied from part 0."""
+	out = Path(out_dir)
+	tokenizer = Tokenizer.load(out / "vocab.txt") if (out / "vocab.txt").exists() else None
+	folders = sorted((out / "parts").glob("*-of-*"), key=lambda p: int(p.name.split("-")[0]))
+	if tokenizer is None or not folders:
+		raise NotFoundError(f"{out} holds no vocab.txt or no parts/I-of-N folder: run `create-data --out {out} --shard I/N` first")
+	n = int(folders[0].name.rsplit("-", 1)[1])
+	names = [f"{i}-of-{n}" for i in range(n)]
+	missing = [name for name in names if not (out / "parts" / name / "data.json").exists()]
+	if missing or len(folders) != n:
+		raise NotFoundError(
+			f"{out / 'parts'}: parts {', '.join(missing) or '(extra folders)'} are missing or unfinished (need exactly "
+			f"{', '.join(names)}): run `create-data --out {out} --shard I/{n}` for them"
+		)
+	parts = [read_json(out / "parts" / name / "data.json") for name in names]
+	for name, part in zip(names, parts):
+		if part["tokenizer_fingerprint"] != tokenizer.fingerprint:
+			raise DataMismatchError(f"{out / 'parts' / name} was made with another vocabulary than {out / 'vocab.txt'}: make it again")
+		if part["config"] != parts[0]["config"]:
+			raise DataMismatchError(f"{out / 'parts' / name} was made with another configuration than part 0: make it again")
+	pretrain = {}
+	for source in parts[0]["pretrain"]:
+		directory = out / "pretrain" / source
+		directory.mkdir(parents=True, exist_ok=True)
+		manifests = [part["pretrain"][source] for part in parts]
+		files: dict[str, list[str]] = {}
+		splits = {}
+		for split in SPLITS:
+			files[split] = [
+				os.path.relpath(shard_stem(out / "parts" / name / "pretrain" / source, split, i), directory)
+				for name, m in zip(names, manifests)
+				for i in range(m["splits"][split]["shards"])
+			]
+			splits[split] = {k: sum(m["splits"][split][k] for m in manifests) for k in ("shards", "documents", "tokens", "characters")}
+		first = manifests[0]
+		merged = {
+			**{k: first[k] for k in ("source", "tokenizer_fingerprint", "format_version", "multiplier", "dtype")},
+			"settings": {**first["settings"], "shard": None},
+			**{k: sum(m[k] for m in manifests) for k in ("documents", "characters", "records", "short", "duplicates", "near_duplicates")},
+			"filtered": {rule: sum(m["filtered"][rule] for m in manifests) for rule in quality.RULES},
+			"dropped_examples": {
+				rule: [t for m in manifests for t in m["dropped_examples"].get(rule, [])][:EXAMPLES]
+				for rule in {r for m in manifests for r in m["dropped_examples"]}
+			},
+			"parts": names,
+			"files": files,
+			"splits": splits,
+		}
+		write_json(directory / "source.json", merged)
+		pretrain[source] = merged
+	for source in parts[0]["instruct"]:
+		target = out / "instruct" / source
+		shutil.rmtree(target, ignore_errors=True)
+		shutil.copytree(out / "parts" / names[0] / "instruct" / source, target)
+	summary = {
+		**{k: parts[0][k] for k in ("format_version", "vocab_size", "tokenizer_fingerprint", "instruct")},
+		"tokenizer_trained": False,
+		"tokenizer_sample": read_json(out / "tokenizer_sample.json") if (out / "tokenizer_sample.json").exists() else {},
+		"shard": None,
+		"parts": names,
+		"pretrain": _with_shares(pretrain),
+		"times": {k: sum(p["times"][k] for p in parts) for k in parts[0]["times"]},
+		"work": {k: sum(p["work"][k] for p in parts) for k in parts[0]["work"]},
+	}
+	write_json(out / "data.json", {**summary, "config": parts[0]["config"]})
+	if progress:
+		print_summary(summary)
+	return summary
+
+
 # --- summary ---------------------------------------------------------------------------------------
 
 
 def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
-	"""One row per pretraining source: documents, characters, tokens, characters per token, share of the mix."""
+	"""One row per pretraining source: documents kept and dropped, characters, tokens, share of the mix."""
 	rows = []
 	for name, s in summary["pretrain"].items():
 		tokens = sum(v["tokens"] for v in s["splits"].values())
@@ -482,6 +845,8 @@ def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
 				name,
 				f"{s['documents']:,}",
 				f"{s['duplicates']:,}",
+				f"{s['near_duplicates']:,}",
+				f"{sum(s['filtered'].values()):,}",
 				f"{s['characters']:,}",
 				f"{tokens:,}",
 				f"{s['characters'] / max(tokens, 1):.2f}",
@@ -491,17 +856,32 @@ def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
 	return rows
 
 
-SUMMARY_HEADER = ("source", "documents", "duplicates", "characters", "tokens", "chars/token", "share")
+SUMMARY_HEADER = (
+	"source",
+	"documents",
+	"duplicates",
+	"near dup.",
+	"filtered",
+	"characters",
+	"tokens",
+	"chars/token",
+	"share",
+)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-	"""Print the per-source table and the instruction counts."""
+	"""Print the per-source table, what each filter dropped, and the instruction counts."""
 	rows = summary_rows(summary)
 	widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(SUMMARY_HEADER)]
 	print(f"\nvocab: {summary['vocab_size']:,} tokens (fingerprint {summary['tokenizer_fingerprint']})")
 	print("  ".join(h.rjust(w) for h, w in zip(SUMMARY_HEADER, widths)))
 	for row in rows:
 		print("  ".join(str(c).rjust(w) for c, w in zip(row, widths)))
+	dropped = Counter()
+	for s in summary["pretrain"].values():
+		dropped.update(s["filtered"])
+	if sum(dropped.values()):
+		print("filtered by rule: " + ", ".join(f"{rule} {n:,}" for rule, n in dropped.items() if n))
 	for name, s in summary["instruct"].items():
 		counts = {k: v["conversations"] for k, v in s["splits"].items()}
 		print(f"instruct {name}: {counts} conversations, malformed skipped: {sum(s['malformed'].values())}")
@@ -524,7 +904,7 @@ def source_from_spec(spec: str) -> SourceConfig:
 		raise UsageError(f"source {spec!r}: multiplier {multiplier!r} is not a number") from None
 	if path.startswith("hf:"):
 		dataset, _, config = path[3:].partition(":")
-		default = dataset.replace("/", "-")
+		default = dataset.strip("/").replace("/", "-")  # a hub id (owner/name) or a local folder
 		return SourceConfig(name or default, kind="hf", path=dataset, hf_config=config or None, multiplier=weight)
 	stem = Path(path.split(",")[0]).name.split(".")[0].replace("*", "all") or "files"
 	return SourceConfig(name or stem, kind="files", path=path, multiplier=weight)
@@ -538,7 +918,9 @@ def resolve_config(
 ) -> DataConfig:
 	"""The preset's DataConfig with its sources replaced: a named list (`SOURCE_LISTS`) or file/hub specs."""
 	config = get_preset(preset).data
-	changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+	changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None and k != "quality"}
+	if overrides.get("quality"):
+		changes["quality"] = dataclasses.replace(config.quality, **overrides["quality"])
 	if len(sources) == 1 and sources[0] in SOURCE_LISTS:
 		changes["sources"], changes["instruct_sources"] = get_sources(sources[0])
 	elif sources:
@@ -546,6 +928,24 @@ def resolve_config(
 	if instruct is not None:
 		changes["instruct_sources"] = tuple(source_from_spec(s) for s in instruct)
 	return dataclasses.replace(config, **changes)
+
+
+def quality_overrides(items: Sequence[str]) -> dict[str, Any]:
+	"""QualityConfig fields from `FIELD=VALUE` items (true/false, numbers)."""
+	fields = {f.name: f.type for f in dataclasses.fields(QualityConfig)}
+	out: dict[str, Any] = {}
+	for item in items:
+		name, _, value = item.partition("=")
+		if name not in fields:
+			raise UsageError(f"--quality {item}: no such switch; choose among {', '.join(fields)}")
+		if value.lower() in ("true", "false", "on", "off"):
+			out[name] = value.lower() in ("true", "on")
+		else:
+			try:
+				out[name] = int(value) if value.isdigit() else float(value)
+			except ValueError:
+				raise UsageError(f"--quality {item}: {value!r} is not true/false or a number") from None
+	return out
 
 
 def run_cli(args: Any) -> int:
@@ -557,8 +957,26 @@ def run_cli(args: Any) -> int:
 		vocab_size=args.vocab_size,
 		tokenizer_chars=args.tokenizer_chars,
 		shard_tokens=args.shard_tokens,
+		encode_workers=args.workers,
+		quality=quality_overrides(args.quality),
 	)
 	out = args.out or f"data/{args.preset}"
-	create_data(config, out, force_tokenizer=args.force_tokenizer, progress=not args.no_progress)
-	print(f"dataset written to {out}")
+	shard = parse_shard(args.shard)
+	create_data(
+		config,
+		out,
+		shard=shard,
+		vocab_only=args.vocab_only,
+		force_tokenizer=args.force_tokenizer,
+		progress=not args.no_progress,
+	)
+	if args.vocab_only:
+		print(f"vocabulary written to {Path(out) / 'vocab.txt'}")
+	elif shard[1] > 1:
+		print(
+			f"part {shard[0]} of {shard[1]} written to {part_dir(out, shard)}; once all are done: "
+			f".venv/bin/python -m dimgpt merge-data {out}"
+		)
+	else:
+		print(f"dataset written to {out}")
 	return 0

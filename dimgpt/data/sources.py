@@ -1,8 +1,14 @@
-"""Sources: named text streams of the mix, read through Hugging Face `datasets`.
+"""Sources: named text streams of the mix, cut into pieces that workers read on their own.
 
-A hub dataset id and local txt/jsonl/parquet files go through the same `load_dataset` call (the
-local files as the "text"/"json"/"parquet" builders), so what is tested offline on local files is
-the code that streams the hub. The embedded corpus shipped with the project is the third kind.
+A piece is a slice of a source one worker reads alone: a byte range of a JSON-lines file (cut at line
+starts), row groups of a parquet file, a whole text or compressed file, one shard of a hub dataset's
+stream (its data files, as `datasets` splits them), or the embedded corpus. `pieces()` lists them in a
+fixed order and `read_piece()` reads one from any record on, so a run can resume inside a stream.
+
+Hub datasets are always streamed (`load_dataset(..., streaming=True)`): nothing is downloaded whole.
+A local folder given as a hub source (`hf:/path/to/folder`) goes through the very same streaming code,
+which is how it is tested offline. Local files are read directly (json/pyarrow), which is what lets one
+large file be split among workers. `read_records` (instruction sources) still streams whole sources.
 
 `documents()` is the stream every later stage sees: stripped texts, those under `min_chars`
 characters dropped, exact duplicates (by hash, within the source) dropped and counted. It is
@@ -13,6 +19,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,37 +83,181 @@ def _suffix(path: str) -> str:
 
 
 def read_records(source: SourceConfig, *, cache_dir: str | Path | None = None) -> Iterator[dict[str, Any]]:
-	"""Raw records of a hub or file source, streamed in a fixed order.
+	"""Raw records (every column) of a hub or file source, streamed in a fixed order: its pieces in turn."""
+	if source.kind not in ("files", "hf"):
+		raise SourceError(f"source {source.name!r}: kind {source.kind!r} has no records")
+	for piece in pieces(source, 1 << 62, cache_dir=cache_dir):
+		try:
+			yield from _piece_records(source, piece, 0, cache_dir, columns=None)
+		except (SourceError, KeyboardInterrupt):
+			raise
+		except Exception as error:  # json, pyarrow and datasets raise many types: name the file and the reason
+			raise SourceError(f"source {source.name!r}: cannot read {piece.path!r} ({_reason(error)})") from None
 
-	`cache_dir` is datasets' cache; local files are streamed, so it only receives lock files.
-	"""
+
+@dataclass(frozen=True)
+class Piece:
+	"""A slice of a source: `kind` lines (bytes start..stop of a JSON-lines file), file (a whole file),
+	parquet (row groups start..stop), hub (shard `start` of `stop` of split `split`) or embedded."""
+
+	kind: str
+	path: str = ""
+	start: int = 0
+	stop: int = 0
+	split: str = ""
+	size: int = 0  # bytes on disk (an estimate of its text), 0 when unknown
+
+
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+
+
+def pieces(source: SourceConfig, piece_bytes: int, *, cache_dir: str | Path | None = None) -> list[Piece]:
+	"""The pieces of a source in stream order, each about `piece_bytes` bytes where the format allows."""
+	if source.kind == "embedded":
+		return [Piece("embedded")]
+	if source.kind == "hf":
+		result = []
+		for split in source.split.split("+"):
+			n = _hub_stream(source, split, cache_dir).num_shards
+			result += [Piece("hub", source.path, i, n, split) for i in range(n)]
+		return result
+	builder, files = local_files(source)
+	result = []
+	for path in files:
+		size = os.path.getsize(path)
+		if builder == "parquet":
+			import pyarrow.parquet as pq
+
+			metadata = pq.ParquetFile(path).metadata
+			sizes = [metadata.row_group(g).total_byte_size for g in range(metadata.num_row_groups)]
+			start = total = 0
+			for g, group in enumerate(sizes):
+				total += group
+				if total >= piece_bytes or g == len(sizes) - 1:
+					result.append(Piece("parquet", path, start, g + 1, size=total))
+					start, total = g + 1, 0
+		elif builder == "json" and not path.endswith(COMPRESSED) and not _json_array(path):
+			cuts = max(1, round(size / piece_bytes))
+			bounds = [size * k // cuts for k in range(cuts + 1)]
+			result += [Piece("lines", path, a, b, size=b - a) for a, b in zip(bounds, bounds[1:])]
+		else:  # a text file is one document; a compressed file cannot be entered in the middle
+			result.append(Piece("file", path, size=size))
+	return result
+
+
+def _json_array(path: str) -> bool:
+	with open(path, "rb") as f:
+		return f.read(64).lstrip()[:1] == b"["
+
+
+def _hub_stream(source: SourceConfig, split: str, cache_dir: str | Path | None):
+	"""The streamed hub dataset of one split (hub ids and local folders alike)."""
 	from datasets import load_dataset
 
-	cache = str(cache_dir) if cache_dir is not None else None
-	if source.kind == "files":
-		builder, files = local_files(source)
-		kwargs: dict[str, Any] = {"sample_by": "document"} if builder == "text" else {}
-		try:
-			dataset = load_dataset(builder, data_files=files, split="train", streaming=True, cache_dir=cache, **kwargs)
-			yield from dataset
-		except Exception as error:  # datasets raises many types; the user needs the file and the reason
-			raise SourceError(f"source {source.name!r}: cannot read {source.path!r} ({_reason(error)})") from None
-		return
-	if source.kind != "hf":
-		raise SourceError(f"source {source.name!r}: kind {source.kind!r} has no records")
 	try:
-		dataset = load_dataset(
-			source.path, source.hf_config, split=source.split, streaming=source.streaming, cache_dir=cache
+		return load_dataset(
+			source.path,
+			source.hf_config,
+			split=split,
+			streaming=True,
+			cache_dir=str(cache_dir) if cache_dir is not None else None,
 		)
-		yield from dataset
 	except Exception as error:
 		config = f" (config {source.hf_config!r})" if source.hf_config else ""
 		raise SourceNotFoundError(
 			f"source {source.name!r}: cannot load the Hugging Face dataset {source.path!r}{config}, split "
-			f"{source.split!r}: {_reason(error)}. Downloading needs access to huggingface.co; offline, use "
+			f"{split!r}: {_reason(error)}. Streaming it needs access to huggingface.co; offline, use "
 			"local files (`--sources PATH.txt PATH.jsonl`, or `--sources embedded`), or set "
 			"HF_DATASETS_OFFLINE=1 to read what your Hugging Face cache already holds."
 		) from None
+
+
+def read_piece(
+	source: SourceConfig, piece: Piece, *, skip: int = 0, cache_dir: str | Path | None = None
+) -> Iterator[str]:
+	"""The raw texts of one piece, from record `skip` on (records before it are passed over unparsed
+	where the format allows)."""
+	if piece.kind == "embedded":
+		from dimgpt.data.corpus import embedded_documents
+
+		yield from (t for i, t in enumerate(embedded_documents()) if i >= skip)
+		return
+	columns = source.text_column.split("+")
+	try:
+		for record in _piece_records(source, piece, skip, cache_dir, columns):
+			yield _record_text(source, record, columns)
+	except (SourceError, KeyboardInterrupt):
+		raise
+	except Exception as error:  # json, pyarrow and datasets raise many types: name the file and the reason
+		raise SourceError(f"source {source.name!r}: cannot read {piece.path!r} ({_reason(error)})") from None
+
+
+def _piece_records(
+	source: SourceConfig, piece: Piece, skip: int, cache_dir: str | Path | None, columns: list[str] | None = None
+) -> Iterator[Any]:
+	"""The records of a piece from `skip` on; parquet reads only `columns` (None: all)."""
+	if piece.kind == "hub":
+		stream = _hub_stream(source, piece.split, cache_dir).shard(num_shards=piece.stop, index=piece.start)
+		yield from stream.skip(skip) if skip else stream
+	elif piece.kind == "parquet":
+		import pyarrow.parquet as pq
+
+		file = pq.ParquetFile(piece.path)
+		missing = [c for c in columns or () if c not in file.schema_arrow.names]
+		if missing:
+			raise SourceError(
+				f"source {source.name!r}: records have no column {missing[0]!r} (columns: "
+				f"{sorted(file.schema_arrow.names)}); set `text_column`"
+			)
+		n = 0
+		for batch in file.iter_batches(row_groups=range(piece.start, piece.stop), columns=columns):
+			rows = batch.num_rows
+			if n + rows > skip:
+				yield from batch.slice(max(0, skip - n)).to_pylist()
+			n += rows
+	elif piece.kind == "lines":
+		with open(piece.path, "rb") as f:
+			f.seek(max(piece.start - 1, 0))
+			if piece.start > 0:
+				f.readline()  # the line under way at `start` belongs to the previous piece
+			position, n = f.tell(), 0
+			while position < piece.stop:
+				line = f.readline()
+				if not line:
+					break
+				position += len(line)
+				if line.strip():
+					if n >= skip:
+						yield json.loads(line)
+					n += 1
+	elif piece.path.endswith(COMPRESSED) and _suffix(piece.path) in (".jsonl", ".json"):
+		import pyarrow as pa
+
+		with io.BufferedReader(pa.input_stream(piece.path, compression="detect")) as f:
+			lines = (line for line in f if line.strip())
+			yield from (json.loads(line) for i, line in enumerate(lines) if i >= skip)
+	elif _suffix(piece.path) == ".json":
+		records = json.loads(Path(piece.path).read_bytes())
+		yield from records[skip:]
+	else:  # a text file, one document
+		if skip == 0:
+			import pyarrow as pa
+
+			with io.BufferedReader(pa.input_stream(piece.path, compression="detect")) as f:
+				yield {source.text_column.split("+")[0]: f.read().decode("utf-8")}
+
+
+def _record_text(source: SourceConfig, record: Any, columns: list[str]) -> str:
+	"""A record's text (several text columns are joined by a blank line)."""
+	missing = [c for c in columns if c not in record]
+	if missing:
+		raise SourceError(
+			f"source {source.name!r}: records have no column {missing[0]!r} (columns: {sorted(record)}); "
+			"set `text_column`"
+		)
+	if len(columns) == 1:
+		return str(record[columns[0]] or "")
+	return "\n\n".join(str(record[c]).strip() for c in columns if record[c]).strip()
 
 
 def _reason(error: BaseException) -> str:
@@ -113,28 +266,13 @@ def _reason(error: BaseException) -> str:
 
 
 def read_texts(source: SourceConfig, *, cache_dir: str | Path | None = None) -> Iterator[str]:
-	"""The raw texts of a source, in order (several text columns are joined by a blank line)."""
-	if source.kind == "embedded":
-		from dimgpt.data.corpus import embedded_documents
-
-		yield from embedded_documents()
-		return
-	columns = source.text_column.split("+")
-	for record in read_records(source, cache_dir=cache_dir):
-		missing = [c for c in columns if c not in record]
-		if missing:
-			raise SourceError(
-				f"source {source.name!r}: records have no column {missing[0]!r} (columns: {sorted(record)}); "
-				"set `text_column`"
-			)
-		if len(columns) == 1:
-			yield str(record[columns[0]] or "")
-		else:
-			yield "\n\n".join(str(record[c]).strip() for c in columns if record[c]).strip()
+	"""The raw texts of a source, in order: its pieces one after the other."""
+	for piece in pieces(source, 1 << 62, cache_dir=cache_dir):
+		yield from read_piece(source, piece, cache_dir=cache_dir)
 
 
 def document_hash(text: str) -> int:
-	"""64-bit hash of a document, for exact de-duplication."""
+	"""64-bit hash of a document, for exact de-duplication and the validation split."""
 	return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 

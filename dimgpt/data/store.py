@@ -7,6 +7,16 @@ Layout of a dataset folder (`create_data` writes it, the loaders read it):
     pretrain/SOURCE/SPLIT_00000.bin         raw token ids, uint16 (uint32 when the vocab exceeds 65,536)
     pretrain/SOURCE/SPLIT_00000.idx.npy     int64 document offsets into the shard: documents + 1 values
     pretrain/SOURCE/SPLIT_00000.json        shard manifest, written last: its presence means "complete"
+    pretrain/SOURCE/SPLIT_00000.sig.npy     per document: its exact hash and MinHash (resuming rebuilds
+                                            the deduplication index from these)
+    pretrain/SOURCE/progress.json           where the source's stream stands after its last complete shards
+
+A shard manifest holds a content checksum of its two files: xxh3-64 of every 1 MiB block of the `.bin`
+and of the whole `.idx.npy`. `verify_shard` checks all of it (create-data on resume, `verify-data`);
+opening a shard for training checks the sizes, the offsets' hash and at most `SAMPLED_BLOCKS` blocks
+(the first, the last and others drawn at random), so that opening stays a few milliseconds whatever the
+shard's size and a corruption anywhere is found over the opens of a long training. A merged dataset's
+`source.json` lists the stems of its shards (`files`), relative to its folder, instead of holding them.
 
 Every document is stored as `⮜start-of-text⮞ tokens ⮜end-of-text⮞`. A shard holds whole documents and
 at most `shard_tokens` tokens (a single longer document gets a shard of its own). Files are written
@@ -17,15 +27,20 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from dimgpt.errors import BadFileError, ExitCode, NotFoundError
 
 FORMAT_VERSION = 1
+CHECKSUM = "xxh3_64"
+BLOCK_BYTES = 1 << 20  # checksum granularity: a sampled check reads whole blocks
+SAMPLED_BLOCKS = 8  # blocks checked when a shard is opened for training (every block of a shard <= 8 MiB)
 SPLITS = ("train", "validation")
 
 
@@ -83,7 +98,7 @@ def field(manifest: dict[str, Any], path: Path, *keys: str) -> Any:
 
 
 def validation_count(n: int, fraction: float, minimum: int) -> int:
-	"""How many of n documents are held out: max(minimum, fraction·n), at most half of them."""
+	"""How many of n conversations (instruction data) are held out: max(minimum, fraction·n), at most half of them."""
 	return min(max(minimum, round(n * fraction)), n // 2)
 
 
@@ -102,6 +117,62 @@ def shard_stem(directory: Path, split: str, index: int) -> Path:
 	return Path(directory) / f"{split}_{index:05d}"
 
 
+def file_checksum(path: Path) -> str:
+	"""xxh3-64 of a whole (small) file, as hex."""
+	return xxhash.xxh3_64_hexdigest(Path(path).read_bytes())
+
+
+def block_checksums(path: Path) -> list[str]:
+	"""xxh3-64 of every BLOCK_BYTES block of a file, as hex (the file is read once, block by block)."""
+	sums = []
+	with open(path, "rb") as f:
+		while block := f.read(BLOCK_BYTES):
+			sums.append(xxhash.xxh3_64_hexdigest(block))
+	return sums
+
+
+def verify_shard(stem: Path, manifest: dict[str, Any], *, sample: int | None = None) -> None:
+	"""Check a shard's files against its manifest: sizes, then the content checksum (`verify_checksum`)."""
+	stem = Path(stem)
+	bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
+	itemsize = np.dtype(manifest["dtype"]).itemsize
+	if not bin_path.exists() or bin_path.stat().st_size != manifest["tokens"] * itemsize:
+		raise StoreError(f"{bin_path} is missing or truncated: {rebuild_advice(bin_path)}")
+	if not idx_path.exists():
+		raise StoreError(f"{idx_path} is missing: {rebuild_advice(bin_path)}")
+	verify_checksum(stem, manifest, sample=sample)
+
+
+def verify_checksum(stem: Path, manifest: dict[str, Any], *, sample: int | None = None) -> None:
+	"""Check a shard's content against its manifest's checksum (files of the right sizes).
+
+	sample=None checks every block; sample=k checks the first, the last and k - 2 random blocks.
+	A shard written before checksums existed is not checked. Raises StoreError naming the file and the
+	rebuild."""
+	checksum = manifest.get("checksum")
+	if checksum is None:
+		return
+	bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
+	if file_checksum(idx_path) != checksum["idx"]:
+		raise StoreError(
+			f"{idx_path} does not match its checksum (changed after it was written): {rebuild_advice(bin_path)}"
+		)
+	expected = checksum["bin"]
+	blocks = range(len(expected))
+	if sample is not None and len(expected) > sample:
+		rng = np.random.default_rng()
+		middle = rng.choice(np.arange(1, len(expected) - 1), size=max(sample - 2, 0), replace=False)
+		blocks = sorted({0, len(expected) - 1, *map(int, middle)})
+	with open(bin_path, "rb") as f:
+		for b in blocks:
+			f.seek(b * checksum["block_bytes"])
+			if xxhash.xxh3_64_hexdigest(f.read(checksum["block_bytes"])) != expected[b]:
+				raise StoreError(
+					f"{bin_path} does not match its checksum at bytes {b * checksum['block_bytes']:,}+ "
+					f"(changed after it was written): {rebuild_advice(bin_path)}"
+				)
+
+
 def check_fingerprint(manifest: dict[str, Any], path: Path, fingerprint: str) -> None:
 	"""Refuse data made with another tokenizer (or another format version)."""
 	if manifest.get("format_version") != FORMAT_VERSION:
@@ -117,15 +188,18 @@ def check_fingerprint(manifest: dict[str, Any], path: Path, fingerprint: str) ->
 		)
 
 
-def complete_shards(directory: Path, split: str, fingerprint: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
-	"""Manifests of the complete shards 0, 1, ... of a split; files after the first gap are deleted.
+def complete_shards(
+	directory: Path, split: str, fingerprint: str, settings: dict[str, Any], limit: int | None = None
+) -> list[dict[str, Any]]:
+	"""Manifests of the complete shards 0, 1, ... of a split (at most `limit`); files after them are deleted.
 
+	Complete means: manifest, data and offsets present and matching the checksum (read in full).
 	A shard made with another tokenizer, or with other store settings, is refused with a clear message.
 	"""
 	directory = Path(directory)
 	done = []
 	index = 0
-	while True:
+	while limit is None or index < limit:
 		stem = shard_stem(directory, split, index)
 		manifest_path = stem.with_suffix(".json")
 		if not manifest_path.exists():
@@ -137,9 +211,11 @@ def complete_shards(directory: Path, split: str, fingerprint: str, settings: dic
 				f"{manifest_path} was made with other settings ({manifest.get('settings')} instead of {settings}): "
 				f"delete {directory} (or choose another output folder) to encode it again"
 			)
-		bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
-		itemsize = np.dtype(manifest["dtype"]).itemsize
-		if not (bin_path.exists() and idx_path.exists() and bin_path.stat().st_size == manifest["tokens"] * itemsize):
+		try:
+			verify_shard(stem, manifest)
+		except StoreError:
+			if stem.with_suffix(".bin").exists() and stem.with_suffix(".idx.npy").exists():  # not just interrupted
+				print(f"{stem.with_suffix('.bin')} is damaged: encoding it again", file=sys.stderr)
 			break
 		done.append(manifest)
 		index += 1
@@ -176,21 +252,32 @@ class ShardWriter:
 		self.file = None
 		self.offsets = [0]
 		self.characters = 0
+		self.signatures: list[np.ndarray] = []
 
-	def add(self, tokens: np.ndarray, characters: int = 0) -> None:
-		"""Append one document (already wrapped in start/end-of-text) of `characters` characters."""
+	def add(self, tokens: np.ndarray, characters: int = 0, signature: np.ndarray | None = None) -> None:
+		"""Append one document (already wrapped in start/end-of-text) of `characters` characters.
+
+		signature: the document's deduplication signature (uint32 row), kept beside the shard."""
 		if self.file is not None and self.offsets[-1] + len(tokens) > self.shard_tokens:
 			self.finish()
 		if self.file is None:
 			self.file = open(shard_stem(self.directory, self.split, self.index).with_suffix(".bin.tmp"), "wb")  # noqa: SIM115
 			self.offsets = [0]
 			self.characters = 0
+			self.signatures = []
 		self.characters += characters
+		if signature is not None:
+			self.signatures.append(signature)
 		self.file.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
 		self.offsets.append(self.offsets[-1] + len(tokens))
 
+	@property
+	def open(self) -> bool:
+		"""Whether a shard has documents not yet completed."""
+		return self.file is not None
+
 	def finish(self) -> None:
-		"""Complete the open shard: data, then offsets, then the manifest that marks it complete."""
+		"""Complete the open shard: data, offsets, signatures, then the manifest that marks it complete."""
 		if self.file is None:
 			return
 		self.file.close()
@@ -199,8 +286,18 @@ class ShardWriter:
 		offsets = np.asarray(self.offsets, dtype=np.int64)
 		with open(stem.with_suffix(".idx.tmp"), "wb") as f:
 			np.save(f, offsets)
+		if self.signatures:
+			with open(stem.with_suffix(".sig.tmp"), "wb") as f:
+				np.save(f, np.stack(self.signatures))
+			os.replace(stem.with_suffix(".sig.tmp"), stem.with_suffix(".sig.npy"))
 		os.replace(stem.with_suffix(".idx.tmp"), stem.with_suffix(".idx.npy"))
 		os.replace(stem.with_suffix(".bin.tmp"), stem.with_suffix(".bin"))
+		checksum = {
+			"algorithm": CHECKSUM,
+			"block_bytes": BLOCK_BYTES,
+			"bin": block_checksums(stem.with_suffix(".bin")),  # read back from the page cache: ~10 GB/s
+			"idx": file_checksum(stem.with_suffix(".idx.npy")),
+		}
 		manifest = {
 			**self.meta,
 			"format_version": FORMAT_VERSION,
@@ -211,6 +308,7 @@ class ShardWriter:
 			"tokens": int(offsets[-1]),
 			"characters": self.characters,
 			"dtype": self.dtype.name,
+			"checksum": checksum,
 		}
 		write_json(stem.with_suffix(".json"), manifest)
 		self.first_document += len(offsets) - 1
@@ -232,8 +330,9 @@ class Shard:
 		return len(self.offsets) - 1
 
 
-def open_shard(stem: Path, manifest: dict[str, Any]) -> Shard:
-	"""Memory-map a shard, checking its files against the manifest."""
+def open_shard(stem: Path, manifest: dict[str, Any], *, sample: int | None = SAMPLED_BLOCKS) -> Shard:
+	"""Memory-map a shard, checking its files against the manifest (a sampled checksum: `verify_shard`)."""
+	stem = Path(stem)
 	bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
 	rebuild = rebuild_advice(bin_path)
 	try:
@@ -258,6 +357,7 @@ def open_shard(stem: Path, manifest: dict[str, Any]) -> Shard:
 		or np.any(np.diff(offsets) < 0)
 	):
 		raise StoreError(f"{idx_path} does not match {bin_path}: {rebuild}")
+	verify_checksum(stem, manifest, sample=sample)
 	data = np.memmap(bin_path, dtype=dtype, mode="r") if tokens else np.zeros(0, dtype=dtype)
 	return Shard(bin_path, data, offsets)
 
@@ -288,8 +388,37 @@ def open_source(directory: Path, split: str) -> tuple[dict[str, Any], list[Shard
 			f"{path}: format version {manifest.get('format_version')} is not {FORMAT_VERSION}: delete "
 			f"{directory} and run create-data again"
 		)
-	shards = [
-		open_shard(shard_stem(directory, split, i), read_json(shard_stem(directory, split, i).with_suffix(".json")))
-		for i in range(int(field(manifest, path, "splits", split, "shards")))
-	]
+	shards = [open_shard(stem, read_json(stem.with_suffix(".json"))) for stem in source_shards(directory, manifest, split)]
 	return manifest, shards
+
+
+def source_shards(directory: Path, manifest: dict[str, Any], split: str) -> list[Path]:
+	"""The shard stems of one split of a source: its own, or those a merged manifest points at."""
+	path = Path(directory) / "source.json"
+	if "files" in manifest:
+		return [(Path(directory) / stem).resolve() for stem in field(manifest, path, "files", split)]
+	return [shard_stem(directory, split, i) for i in range(int(field(manifest, path, "splits", split, "shards")))]
+
+
+def verify_dataset(dataset_dir: Path, progress: bool = True) -> tuple[int, list[str]]:
+	"""Check every pretraining shard of a dataset in full; (shards checked, one message per problem)."""
+	from tqdm.auto import tqdm
+
+	dataset_dir = Path(dataset_dir)
+	summary = read_json(dataset_dir / "data.json")
+	stems = []
+	for name in summary.get("pretrain", {}):
+		directory = dataset_dir / "pretrain" / name
+		manifest = read_json(directory / "source.json")
+		stems += [stem for split in SPLITS for stem in source_shards(directory, manifest, split)]
+	problems = []
+	total = sum(s.with_suffix(".bin").stat().st_size for s in stems if s.with_suffix(".bin").exists())
+	bar = tqdm(total=total, desc="verify", unit="B", unit_scale=True, disable=not progress)
+	for stem in stems:
+		try:
+			verify_shard(stem, read_json(stem.with_suffix(".json")))
+		except StoreError as error:
+			problems.append(str(error))
+		bar.update(stem.with_suffix(".bin").stat().st_size if stem.with_suffix(".bin").exists() else 0)
+	bar.close()
+	return len(stems), problems
