@@ -267,7 +267,7 @@ def _create_data(sub: argparse._SubParsersAction) -> None:
 		default=[],
 		metavar="SWITCH=VALUE",
 		help="a document filter or deduplication setting, e.g. digits=off, near_duplicates=off, "
-		"dedup_threshold=0.7 (repeatable)",
+		"dedup_bands=20 (repeatable)",
 	)
 	p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dimgpt.config import DataConfig, SourceConfig
+from dimgpt.config import DataConfig, QualityConfig, SourceConfig
 from dimgpt.data import quality
-from dimgpt.data.create import create_data, held_out, resolve_config, sample_quotas, source_from_spec
+from dimgpt.data.create import create_data, held_out, merge_data, resolve_config, sample_quotas, source_from_spec
+from dimgpt.data.loader import PretrainLoader
 from dimgpt.data.sources import document_hash, documents
-from dimgpt.data.store import StoreError
+from dimgpt.data.store import StoreError, verify_dataset
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,3 +224,208 @@ def test_notebook_runs_on_the_tiny_preset(tmp_path: Path) -> None:
 	summary = json.loads((out / "data.json").read_text())
 	assert summary["vocab_size"] == 600
 	assert "chars/token" in text and "embedded" in text
+
+
+def documents_of(directory: Path) -> dict[str, list[tuple[str, bytes]]]:
+	"""Per source: (split, token bytes) of every stored document, in stream order, through the loader's manifests."""
+	from dimgpt.data.store import open_source
+
+	out = {}
+	for name in json.loads((directory / "data.json").read_text())["pretrain"]:
+		docs = []
+		for split in ("train", "validation"):
+			_, shards = open_source(directory / "pretrain" / name, split)
+			docs += [(split, s.tokens[a:b].tobytes()) for s in shards for a, b in itertools.pairwise(s.offsets)]
+		out[name] = docs
+	return out
+
+
+def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, tmp_path: Path) -> None:
+	"""--shard 0/2 and 1/2, then merge-data: the same documents, token ids and splits as one run.
+
+	Deduplication runs within each part: with it on, near-duplicates whose pair falls in two parts stay
+	(documented); everything else is identical."""
+	reference, _ = built
+	for dedup in (False, True):
+		config = config_for(
+			corpus, sources=(config_for(corpus).sources[1],), quality=QualityConfig(near_duplicates=dedup)
+		)
+		one, merged_dir = tmp_path / f"one-{dedup}", tmp_path / f"merged-{dedup}"
+		for folder in (one, merged_dir):
+			folder.mkdir()
+			shutil.copy(reference / "vocab.txt", folder / "vocab.txt")
+		create_data(config, one, progress=False)
+		for i in range(2):
+			create_data(config, merged_dir, shard=(i, 2), progress=False)
+		assert not (merged_dir / "data.json").exists()
+		merged = merge_data(merged_dir, progress=False)["pretrain"]["fiches"]
+		single = json.loads((one / "data.json").read_text())["pretrain"]["fiches"]
+		got, want = documents_of(merged_dir)["fiches"], documents_of(one)["fiches"]
+		if not dedup:
+			assert got == want  # same documents, same token ids, same splits, same order
+			counts = ("documents", "records", "short", "duplicates", "near_duplicates", "filtered")
+			assert {k: merged[k] for k in counts} == {k: single[k] for k in counts}
+		else:
+			extra = single["near_duplicates"] - merged["near_duplicates"]
+			assert len(got) == len(want) + extra and merged["documents"] == single["documents"] + extra
+			remaining = iter(got)
+			assert all(any(doc == g for g in remaining) for doc in want)  # one run's documents, in order
+		for split in ("train", "validation"):
+			for key in ("documents", "tokens", "characters"):
+				assert (
+					merged["splits"][split][key] == sum(len(d) for s, d in got if s == split) // 2
+					if key == "tokens"
+					else True
+				)
+		files = json.loads((merged_dir / "pretrain" / "fiches" / "source.json").read_text())["files"]
+		assert {p.split("/")[-4] for p in files["train"]} == {"0-of-2", "1-of-2"}  # pointers, no copy
+		assert not list((merged_dir / "pretrain" / "fiches").glob("*.bin"))
+		assert verify_dataset(merged_dir, progress=False) == (len(files["train"]) + len(files["validation"]), [])
+		loader = PretrainLoader(merged_dir, "train", 4, 32, seed=0)
+		assert loader.make_batch(0)[0].shape == (4, 33)
+		loader.close()
+
+
+def test_filters_drop_crafted_documents(tmp_path: Path) -> None:
+	"""Each rule on a document made to fail it, and a real French paragraph kept; counts and examples in data.json."""
+	sentences = [
+		"Le matin, la ville s'éveille doucement et les marchands ouvrent leurs boutiques sur la place du marché.",
+		"Les enfants courent vers l'école pendant que leurs parents discutent des nouvelles du jour.",
+		"Au loin, le clocher de l'église sonne huit heures et les derniers volets s'ouvrent enfin.",
+		"Une charrette chargée de légumes remonte lentement la rue principale vers la fontaine.",
+		"Le boulanger, couvert de farine, salue chaque client par son prénom avec un large sourire.",
+		"Dans le jardin public, deux vieillards commencent leur partie d'échecs quotidienne sous le tilleul.",
+	]
+	prose = " ".join(sentences)
+	french = "le chat et la souris de la maison du village"
+	crafted = {  # each passes the rules before its own (they are tried in the order of quality.RULES)
+		"word_stats": "x" * 200,
+		"stop_words": "The quick brown fox jumps over the lazy dog while the cat sleeps near the warm fire of the old house today.",
+		"repetition": "aaaa " * 40 + french,
+		"symbols": " ".join(f"#mot{i}" for i in range(40)) + " " + french,
+		"digits": "Le compte 4839201857 de la banque du village porte le numéro 9938475610, la clé 2039485761, "
+		"le code 5647382910 et la référence 1029384756 depuis le mois dernier.",
+		"short_lines": "\n".join(f"Rubrique numéro{i}" for i in range(30)) + "\n" + french,
+		"boilerplate": "Lorem ipsum dolor sit amet, le chat et la souris de la maison sont dans le jardin avec les "
+		"enfants du village qui jouent au ballon.",
+	}
+	rules = type("Rules", (), dict.fromkeys(quality.RULES, True))
+	assert quality.rejection(prose, rules) is None
+	for rule, text in crafted.items():
+		assert quality.rejection(text, rules) == rule, rule
+		off = type("Rules", (), {**dict.fromkeys(quality.RULES, True), rule: False})
+		assert quality.rejection(text, off) != rule  # each rule is its own switch
+	rows = [{"text": " ".join(sentences[i % 6 :] + sentences[: i % 6]) + f" Jour {i}."} for i in range(12)]
+	rows += [{"text": t} for t in crafted.values()]
+	(tmp_path / "c.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+	config = DataConfig(
+		vocab_size=600,
+		tokenizer_chars=50_000,
+		sources=(SourceConfig("c", path=str(tmp_path / "c.jsonl")),),
+		instruct_sources=(),
+		quality=QualityConfig(near_duplicates=False),
+	)
+	summary = create_data(config, tmp_path / "d", progress=False)
+	manifest = summary["pretrain"]["c"]
+	assert manifest["filtered"] == dict.fromkeys(quality.RULES, 1)
+	assert manifest["documents"] == 12
+	for rule, text in crafted.items():
+		assert manifest["dropped_examples"][rule] == [text.strip()[:400]]
+	off = create_data(
+		DataConfig(**{**config.__dict__, "quality": QualityConfig(digits=False, near_duplicates=False)}),
+		tmp_path / "e",
+		progress=False,
+	)
+	assert off["pretrain"]["c"]["filtered"]["digits"] == 0 and off["pretrain"]["c"]["documents"] == 13
+
+
+def test_planted_near_duplicates_are_dropped_within_and_across_sources(corpus_fr: Path, tmp_path: Path) -> None:
+	lines = (corpus_fr / "service_public_fiches.jsonl").read_text(encoding="utf-8").splitlines()[:80]
+	texts = [json.loads(line)["text"] for line in lines]
+	rng = np.random.default_rng(0)
+
+	def near(text: str) -> str:  # a few words changed: still the same page
+		words = text.split()
+		for k in rng.choice(len(words), size=max(1, len(words) // 100), replace=False):
+			words[k] = "modifié"
+		return " ".join(words)
+
+	planted_a = [near(texts[i]) for i in (3, 10, 25)]  # near-copies inside source a
+	planted_b = [near(texts[i]) for i in (40, 41)]  # near-copies of a's pages in source b
+	b_own = [
+		json.loads(line)["text"]
+		for line in (corpus_fr / "legi_codes.jsonl").read_text(encoding="utf-8").splitlines()[:30]
+	]
+	for name, docs in (("a", texts + planted_a), ("b", b_own + planted_b)):
+		(tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs), encoding="utf-8")
+	config = DataConfig(
+		vocab_size=600,
+		tokenizer_chars=100_000,
+		sources=tuple(SourceConfig(n, path=str(tmp_path / f"{n}.jsonl"), filter=False) for n in ("a", "b")),
+		instruct_sources=(),
+	)
+	summary = create_data(config, tmp_path / "d", progress=False)
+	a, b = summary["pretrain"]["a"], summary["pretrain"]["b"]
+	assert a["near_duplicates"] >= 3 and b["near_duplicates"] >= 2
+	assert a["documents"] == 80 + 3 - a["near_duplicates"] - a["duplicates"]
+	assert b["documents"] <= 30  # the planted copies of a's pages are gone
+	off = create_data(
+		DataConfig(**{**config.__dict__, "quality": QualityConfig(near_duplicates=False)}),
+		tmp_path / "e",
+		progress=False,
+	)
+	assert (
+		off["pretrain"]["a"]["near_duplicates"] == 0
+		and off["pretrain"]["b"]["documents"] == b["documents"] + b["near_duplicates"]
+	)
+
+
+def test_killed_run_resumes_inside_a_hub_stream(corpus: Path, tmp_path: Path) -> None:
+	"""A folder read as a hub dataset (the streaming code path): killed mid-shard, resumed from the saved position."""
+	folder = tmp_path / "hub"
+	folder.mkdir()
+	lines = (corpus / "fiches.jsonl").read_text(encoding="utf-8").splitlines()
+	for k in range(2):
+		(folder / f"part{k}.jsonl").write_text("\n".join(lines[k::2]) + "\n", encoding="utf-8")
+	config = config_for(corpus, sources=(source_from_spec(f"hub=hf:{folder}@1"),), shard_tokens=20_000)
+	reference = tmp_path / "reference"
+	create_data(config, reference, progress=False)
+	out = tmp_path / "out"
+	out.mkdir()
+	shutil.copy(reference / "vocab.txt", out / "vocab.txt")
+	seen = []
+
+	def kill_after_two(manifest: dict) -> None:  # at the second training shard: after one saved position
+		seen.append(manifest)
+		if [m["split"] for m in seen].count("train") == 2:
+			raise KeyboardInterrupt
+
+	with pytest.raises(KeyboardInterrupt):
+		create_data(config, out, progress=False, on_shard=kill_after_two)
+	position = json.loads((out / "pretrain" / "hub" / "progress.json").read_text())["position"]
+	assert position[1] > 0  # inside a hub shard (a data file of the stream), not at its start
+	create_data(config, out, progress=False)
+	got, want = files(out), files(reference)
+	del want["tokenizer_sample.txt"], want["tokenizer_sample.json"]
+	assert got.keys() == want.keys()
+	assert all(got[name] == want[name] for name in got if name != "data.json")
+
+
+def test_verify_data_names_a_damaged_shard(built: tuple[Path, dict], tmp_path: Path) -> None:
+	reference, _ = built
+	data = tmp_path / "d"
+	shutil.copytree(reference, data)
+	command = [sys.executable, "-m", "dimgpt", "verify-data", str(data), "--no-progress"]
+	env = {**os.environ, "PYTHONPATH": str(ROOT)}
+	ok = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+	assert ok.returncode == 0 and "shards match their checksums" in ok.stdout
+	bin_path = data / "pretrain" / "legi" / "train_00001.bin"
+	tokens = np.fromfile(bin_path, dtype=np.uint16)
+	tokens[100:200] = 42  # valid ids: only the checksum can tell
+	tokens.tofile(bin_path)
+	bad = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+	assert bad.returncode == 4 and "Traceback" not in bad.stderr
+	assert bad.stderr.count("\n") == 1 and "train_00001.bin does not match its checksum" in bad.stderr
+	assert "run create-data again" in bad.stderr
+	with pytest.raises(StoreError, match=r"train_00001\.bin"):
+		PretrainLoader(data, "train", 2, 16, seed=0)

@@ -127,7 +127,9 @@ def test_instruct_fr_through_create_data(instruct_fr: Path, tmp_path: Path) -> N
 	config = DataConfig(
 		vocab_size=600,
 		tokenizer_chars=200_000,
-		sources=(SourceConfig("cnil", path=str(instruct_fr / "cnil_faq_fr.jsonl"), text_column="source"),),
+		sources=(
+			SourceConfig("cnil", path=str(instruct_fr / "cnil_faq_fr.jsonl"), text_column="source", filter=False),
+		),
 		instruct_sources=(
 			SourceConfig("cnil_faq", path=str(instruct_fr / "cnil_faq_fr.jsonl"), group="chatbot"),
 			SourceConfig("broken", path=str(broken)),

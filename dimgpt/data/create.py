@@ -258,6 +258,7 @@ def train_tokenizer(
 ) -> Tokenizer:
 	"""The tokenizer of `out_dir/vocab.txt`, trained on a sample of the sources first if absent (or forced)."""
 	out = Path(out_dir)
+	out.mkdir(parents=True, exist_ok=True)
 	timer = timer or _Timer(MAIN_STAGES)
 	vocab_path = out / "vocab.txt"
 	if force or not vocab_path.exists():
@@ -376,7 +377,9 @@ class Deduplicator:
 		if settings.near_duplicates:
 			from datasketch import MinHashLSH
 
-			self.lsh = MinHashLSH(threshold=settings.dedup_threshold, num_perm=settings.dedup_permutations)
+			bands = settings.dedup_bands
+			rows = settings.dedup_permutations // bands
+			self.lsh = MinHashLSH(num_perm=settings.dedup_permutations, params=(bands, rows))
 		self.keys = 0
 
 	def check(self, signature: np.ndarray) -> str | None:
