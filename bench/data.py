@@ -112,8 +112,8 @@ def tiny_training_tokens_per_second(steps: int = 6) -> float:
 	"""Forward + backward + AdamW step of the tiny model on CPU, tokens per second (median of `steps`)."""
 	import torch
 
-	from dimgpt.presets import get_preset
 	from dimgpt.model.transformer import Transformer
+	from dimgpt.presets import get_preset
 
 	preset = get_preset("tiny")
 	torch.manual_seed(0)
