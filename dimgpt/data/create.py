@@ -300,16 +300,18 @@ OUTCOMES = ("kept", "short", *quality.RULES)
 
 
 def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
-	"""Read, filter, sign and encode one piece (from record `skip` on) in a worker process."""
+	"""Read, filter, sign and encode one piece (from record `skip` on) in a worker process.
+
+	Stage times are this process's CPU seconds: what each stage costs, whatever else runs on the machine."""
 	source_index, piece, skip, dtype = job
 	config: DataConfig = _WORKER["config"]
 	tokenizer: Tokenizer = _WORKER["tokenizer"]
 	source = config.sources[source_index]
 	seconds = dict.fromkeys(WORKER_STAGES, 0.0)
-	clock = time.perf_counter()
+	clock = time.process_time()
 	texts = list(read_piece(source, piece, skip=skip, cache_dir=_WORKER["cache_dir"]))
-	seconds["read"] = time.perf_counter() - clock
-	clock = time.perf_counter()
+	seconds["read"] = time.process_time() - clock
+	clock = time.process_time()
 	outcomes = np.zeros(len(texts), dtype=np.int8)
 	kept: list[str] = []
 	examples: dict[str, list[str]] = {}
@@ -324,8 +326,8 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 		outcomes[r] = OUTCOMES.index(rule)
 		if rule != "short" and len(examples.setdefault(rule, [])) < EXAMPLES:
 			examples[rule].append(text[:EXAMPLE_CHARS])
-	seconds["filter"] = time.perf_counter() - clock
-	clock = time.perf_counter()
+	seconds["filter"] = time.process_time() - clock
+	clock = time.process_time()
 	hashes = np.array([document_hash(t) for t in kept], dtype=np.uint64)
 	width = 2 + (config.quality.dedup_permutations if config.quality.near_duplicates else 0)
 	signatures = np.empty((len(kept), width), dtype=np.uint32)
@@ -333,8 +335,8 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 	if config.quality.near_duplicates:
 		for i, text in enumerate(kept):
 			signatures[i, 2:] = quality.minhash(text, config.quality.dedup_permutations).hashvalues
-	seconds["sign"] = time.perf_counter() - clock
-	clock = time.perf_counter()
+	seconds["sign"] = time.process_time() - clock
+	clock = time.process_time()
 	encoded = tokenizer.encode_batch(kept, workers=1)
 	lengths = np.array([len(ids) + 2 for ids in encoded], dtype=np.int64)
 	offsets = np.zeros(len(kept) + 1, dtype=np.int64)
@@ -342,7 +344,7 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 	tokens = np.empty(int(offsets[-1]), dtype=dtype)
 	for ids, a, b in zip(encoded, offsets[:-1], offsets[1:]):
 		tokens[a], tokens[a + 1 : b - 1], tokens[b - 1] = START_OF_TEXT, ids, END_OF_TEXT
-	seconds["encode"] = time.perf_counter() - clock
+	seconds["encode"] = time.process_time() - clock
 	return {
 		"outcomes": outcomes,
 		"tokens": tokens,

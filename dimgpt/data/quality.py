@@ -38,8 +38,51 @@ import xxhash
 RULES = ("word_stats", "stop_words", "repetition", "symbols", "digits", "short_lines", "boilerplate")
 
 STOP_WORDS = frozenset(
-	"le la les de des du un une et est en que qui pour dans pas sur au aux avec il elle ils ne se ce son sa ses "
-	"par plus ou mais nous vous on leur cette sont été être a à".split()
+	[
+		"le",
+		"la",
+		"les",
+		"de",
+		"des",
+		"du",
+		"un",
+		"une",
+		"et",
+		"est",
+		"en",
+		"que",
+		"qui",
+		"pour",
+		"dans",
+		"pas",
+		"sur",
+		"au",
+		"aux",
+		"avec",
+		"il",
+		"elle",
+		"ils",
+		"ne",
+		"se",
+		"ce",
+		"son",
+		"sa",
+		"ses",
+		"par",
+		"plus",
+		"ou",
+		"mais",
+		"nous",
+		"vous",
+		"on",
+		"leur",
+		"cette",
+		"sont",
+		"été",
+		"être",
+		"a",
+		"à",
+	]
 )
 BOILERPLATE = (
 	"cookie",
@@ -59,8 +102,6 @@ BOILERPLATE = (
 BULLETS = ("•", "●", "○", "▪", "‣", "-", "*", "–", "—")
 PUNCTUATION_END = tuple('.!?»"…:;)')
 WORD = re.compile(r"\w+")
-DIGIT = re.compile(r"\d")
-NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")  # a word without a letter
 SHINGLE = 5  # words per MinHash shingle (FineWeb)
 
 
@@ -81,7 +122,7 @@ def _word_stats(text: str, words: list[str]) -> bool:
 
 
 def _stop_words(text: str, words: list[str]) -> bool:
-	return len(STOP_WORDS.intersection(w.lower() for w in words[:2000])) < 2
+	return len(STOP_WORDS.intersection(text[:20_000].lower().split())) < 2
 
 
 def _symbols(text: str, words: list[str]) -> bool:
@@ -93,11 +134,13 @@ def _symbols(text: str, words: list[str]) -> bool:
 		return True
 	if lines and sum(line.rstrip().endswith(("...", "…")) for line in lines) / len(lines) > 0.3:
 		return True
-	return len(NO_LETTER_WORD.findall(text)) / n > 0.3
+	# a word without a letter has no case: its upper and lower forms are the same (French letters all have case)
+	sample = words[:5_000]  # a ratio: the first 5,000 words tell it
+	return sum(w.upper() == w.lower() for w in sample) / max(len(sample), 1) > 0.3
 
 
 def _digits(text: str, words: list[str]) -> bool:
-	return len(DIGIT.findall(text)) / max(len(text), 1) > 0.2
+	return sum(map(text.count, "0123456789")) / max(len(text), 1) > 0.2
 
 
 def _short_lines(text: str, words: list[str]) -> bool:
@@ -138,15 +181,14 @@ def _repetition(text: str, words: list[str]) -> bool:
 			return True
 	if len(words) < 2:
 		return False
-	vocab: dict[str, int] = {}
-	ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
-	lengths = np.array([len(w) for w in words], dtype=np.int64)
+	ids = _word_ids(words)
+	lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
 	total = lengths.sum()
 	for n, limit in ((2, 0.20), (3, 0.18), (4, 0.16)):  # the most frequent n-gram's share of the characters
 		grams = _ngram_keys(ids, n)
 		if len(grams) == 0:
 			break
-		keys, first, counts = np.unique(grams, return_index=True, return_counts=True)
+		_, first, counts = np.unique(grams, return_index=True, return_counts=True)
 		top = int(np.argmax(counts))
 		if counts[top] > 1 and counts[top] * lengths[first[top] : first[top] + n].sum() / total > limit:
 			return True
@@ -167,11 +209,17 @@ def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
 	"""One uint64 key per word n-gram (a polynomial hash of the word ids; collisions are negligible)."""
 	if len(ids) < n:
 		return np.zeros(0, dtype=np.uint64)
-	keys = np.zeros(len(ids) - n + 1, dtype=np.uint64)
-	with np.errstate(over="ignore"):
-		for k in range(n):
-			keys = keys * np.uint64(1_000_003) + ids[k : len(ids) - n + 1 + k]
+	keys = ids[: len(ids) - n + 1].copy()
+	for k in range(1, n):  # wraps around modulo 2**64, as meant (numpy does not warn for integer arrays)
+		keys *= np.uint64(1_000_003)
+		keys += ids[k : len(ids) - n + 1 + k]
 	return keys
+
+
+def _word_ids(words: list[str]) -> np.ndarray:
+	"""Each word's index among the distinct words, in order of first appearance."""
+	index = {w: i for i, w in enumerate(dict.fromkeys(words))}
+	return np.fromiter(map(index.__getitem__, words), dtype=np.uint64, count=len(words))
 
 
 _CHECKS = {
@@ -186,11 +234,14 @@ _CHECKS = {
 
 
 def shingles(text: str) -> np.ndarray:
-	"""32-bit hashes of the distinct lowercased word 5-grams of a document (the whole text if shorter)."""
-	words = WORD.findall(text.lower())
-	vocab: dict[str, int] = {}
-	ids = [vocab.setdefault(w, len(vocab)) for w in words]
-	word_hashes = np.array([xxhash.xxh32_intdigest(w.encode()) for w in vocab], dtype=np.uint64)[np.array(ids, dtype=np.int64)]
+	"""32-bit hashes of the distinct word 5-grams of a document, lowercased (the whole text if shorter).
+
+	Words are split on whitespace (punctuation stays on its word: the same on both sides of a copy)."""
+	words = text.lower().split()
+	distinct = list(dict.fromkeys(words))
+	index = {w: i for i, w in enumerate(distinct)}
+	hashes = np.fromiter((xxhash.xxh32_intdigest(w.encode()) for w in distinct), dtype=np.uint64, count=len(distinct))
+	word_hashes = hashes[np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))]
 	if len(word_hashes) == 0:
 		return np.array([xxhash.xxh32_intdigest(text.encode())], dtype=np.uint64)
 	keys = _ngram_keys(word_hashes, min(SHINGLE, len(word_hashes)))
@@ -206,6 +257,8 @@ def minhash(text: str, num_perm: int):
 
 	if num_perm not in _PERMUTATIONS:  # drawn once per process, not once per document
 		_PERMUTATIONS[num_perm] = MinHash(num_perm=num_perm, seed=1).permutations
-	signature = MinHash(num_perm=num_perm, seed=1, hashfunc=int, permutations=_PERMUTATIONS[num_perm], scheme="affine32")
+	signature = MinHash(
+		num_perm=num_perm, seed=1, hashfunc=int, permutations=_PERMUTATIONS[num_perm], scheme="affine32"
+	)
 	signature.update_batch(shingles(text).tolist())
 	return signature
