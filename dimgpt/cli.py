@@ -412,6 +412,7 @@ def _chat(sub: argparse._SubParsersAction) -> None:
 WORKFLOW = (
 	"run",
 	"create-data",
+	"merge-data",
 	"verify-data",
 	"train",
 	"finetune",
