@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,17 @@ CASES = [
 ]  # fmt: skip
 
 
+def troubleshooting() -> list[tuple[list[str], set[int]]]:
+	"""(message excerpts, exit codes) of each row of the README's Troubleshooting table."""
+	text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+	rows = []
+	for line in text.splitlines():
+		cells = [c.strip() for c in line.strip("|").split("|")]
+		if line.startswith("| `") and len(cells) == 3:
+			rows.append((re.findall(r"`([^`]+)`", cells[0]), {int(c) for c in re.findall(r"\d+", cells[1])}))
+	return rows
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_gives_one_line_and_changes_nothing(
 	case: Case, world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -186,6 +198,8 @@ def test_bad_input_gives_one_line_and_changes_nothing(
 	for text in case.names:
 		assert text in lines[0]
 	assert not any(advice in err for advice in UNSAFE_ADVICE)
+	# the README's Troubleshooting table has a row for this line, with this exit code
+	assert any(code in codes and any(e in lines[0] for e in excerpts) for excerpts, codes in troubleshooting())
 	assert snapshot(tmp_path) == before
 	assert not (tmp_path / "PWNED").exists()
 
