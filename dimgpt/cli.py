@@ -316,6 +316,41 @@ def _verify_data(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+@command
+def _evaluate(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser(
+		"evaluate", help="score a model on text (bits per byte, loss, accuracy) or on lm-evaluation-harness tasks"
+	)
+	p.add_argument(
+		"--model", required=True, help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt"
+	)
+	p.add_argument("--vocab", help="the model's vocab.txt (default: next to the model or in its run directory)")
+	what = p.add_mutually_exclusive_group(required=True)
+	what.add_argument(
+		"--text", nargs="+", metavar="FILE", help="txt / jsonl / parquet files ([NAME=]PATH, globs), one row each"
+	)
+	what.add_argument("--data", help="a dataset folder made by create-data: score one of its splits (see --split)")
+	what.add_argument(
+		"--tasks", help="lm-evaluation-harness tasks, comma-separated: names or task YAML files (needs lm-eval)"
+	)
+	p.add_argument("--split", default="validation", help="--data: which split (default: validation)")
+	p.add_argument("--text-column", default="text", help="jsonl / parquet column holding the text (default: text)")
+	p.add_argument("--stride", type=int, help="tokens between windows on long documents (default: context / 2)")
+	p.add_argument("--batch-size", type=int, help="windows per forward pass (default: by the logits' memory)")
+	p.add_argument("--num-fewshot", type=int, help="--tasks: examples in each prompt (default: the task's)")
+	p.add_argument("--limit", type=float, help="--tasks: score only this many examples per task (or this fraction)")
+	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+	p.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
+	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.evaluation import evaluate_command
+
+		return evaluate_command(args)
+
+	p.set_defaults(handler=handler)
+
+
 def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 	p.add_argument(
 		"--model",
