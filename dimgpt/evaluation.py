@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dimgpt.data.tokenizer import PADDING, START_OF_TEXT, Tokenizer
+from dimgpt.errors import MismatchError, NotFoundError, UsageError
 from dimgpt.model.transformer import Transformer
 
 LOGITS_BUDGET = 256 * 2**20  # bytes of float32 logits one batch may hold, when no batch size is given
@@ -194,7 +195,7 @@ class Scorer:
 		self.context = config.context_length
 		self.stride = stride or max(1, self.context // 2)
 		if not 1 <= self.stride <= self.context:
-			raise ValueError(f"--stride {self.stride}: must be between 1 and the model's context length {self.context}")
+			raise UsageError(f"--stride {self.stride}: must be between 1 and the model's context length {self.context}")
 		self.batch_size = batch_size or max(1, min(MAX_BATCH, LOGITS_BUDGET // (4 * self.context * config.vocab_size)))
 		self.progress = progress
 
@@ -278,7 +279,7 @@ def evaluate(
 	name = str(model) if isinstance(model, str | Path) else "model"
 	model, tokenizer = load_model_and_tokenizer(model, tokenizer, device)
 	if tokenizer.vocab_size > model.config.vocab_size:
-		raise ValueError(
+		raise MismatchError(
 			f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}: "
 			"use the vocab.txt these weights were trained with (--vocab)"
 		)
@@ -290,7 +291,7 @@ def evaluate(
 	for source, documents in texts.items():
 		documents = [d for d in (d.strip() for d in documents) if d]
 		if not documents:
-			raise ValueError(f"{source}: no text to evaluate (every document is empty)")
+			raise UsageError(f"{source}: no text to evaluate (every document is empty)")
 		encoded = tokenizer.encode_batch(documents)
 		sequences = [np.concatenate([[START_OF_TEXT], ids]).astype(np.int64) for ids in encoded]
 		nll, correct, count = scorer.score(sequences, [1] * len(sequences), desc=f"evaluate {source}")
@@ -318,10 +319,10 @@ def load_model_and_tokenizer(
 	if not isinstance(tokenizer, Tokenizer):
 		if tokenizer is None:
 			if not isinstance(model, str | Path):
-				raise ValueError("give the tokenizer (or the path of its vocab.txt) of an already loaded model")
+				raise UsageError("give the tokenizer (or the path of its vocab.txt) of an already loaded model")
 			tokenizer = find_vocab(model)
 			if tokenizer is None:
-				raise FileNotFoundError(f"no vocab.txt found next to {model} nor in its run directory: pass --vocab")
+				raise NotFoundError(f"no vocab.txt found next to {model} nor in its run directory: pass --vocab")
 		tokenizer = Tokenizer.load(tokenizer)
 	if isinstance(model, str | Path):
 		torch_device = pick_device(device)
@@ -345,7 +346,7 @@ def read_texts(specs: Sequence[str], *, text_column: str = "text") -> dict[str, 
 	for spec in specs:
 		source = dataclasses.replace(source_from_spec(spec), text_column=text_column)
 		if source.kind == "files" and not any(Path(p.strip()).exists() or "*" in p for p in source.path.split(",")):
-			raise FileNotFoundError(f"--text {spec}: no such file; give txt, jsonl or parquet files")
+			raise NotFoundError(f"--text {spec}: no such file; give txt, jsonl or parquet files")
 		name, suffix = source.name, 2
 		while name in texts:  # two files with the same stem
 			name, suffix = f"{source.name}-{suffix}", suffix + 1
@@ -364,7 +365,7 @@ def dataset_texts(data_dir: str | Path, split: str = "validation") -> dict[str, 
 	from dimgpt.data.store import SPLITS, held_out, read_json, validation_count
 
 	if split not in SPLITS:
-		raise ValueError(f"--split {split}: a dataset has the splits {', '.join(SPLITS)}")
+		raise UsageError(f"--split {split}: a dataset has the splits {', '.join(SPLITS)}")
 	data_dir = Path(data_dir)
 	summary = read_json(data_dir / "data.json")
 
@@ -383,55 +384,51 @@ def dataset_texts(data_dir: str | Path, split: str = "validation") -> dict[str, 
 
 def evaluate_command(args: Any) -> int:
 	"""`python -m dimgpt evaluate`: print the table (and write --json) of text scores or lm-eval tasks."""
+	import importlib.util
 	import json
 
-	from dimgpt.data.sources import SourceError
-	from dimgpt.data.store import StoreError
+	if args.tasks:
+		if importlib.util.find_spec("lm_eval") is None:
+			raise UsageError(
+				"--tasks needs lm-evaluation-harness, an optional dependency: "
+				".venv/bin/pip install -r requirements-optional.txt"
+			)
+		from lm_eval.utils import make_table
 
-	try:
-		if args.tasks:
-			from dimgpt.harness import run_tasks
+		from dimgpt.harness import run_tasks
 
-			results = run_tasks(
-				args.model,
-				[t.strip() for t in args.tasks.split(",") if t.strip()],
-				tokenizer=args.vocab,
-				num_fewshot=args.num_fewshot,
-				limit=args.limit,
-				stride=args.stride,
-				batch_size=args.batch_size,
-				device=args.device,
-				progress=not args.no_progress,
-			)
-			from lm_eval.utils import make_table
-
-			print(make_table(results))
-			record: dict[str, Any] = {
-				key: results[key] for key in ("results", "versions", "n-shot", "config") if key in results
-			}
-		else:
-			texts = (
-				read_texts(args.text, text_column=args.text_column)
-				if args.text
-				else dataset_texts(args.data, args.split)
-			)
-			result = evaluate(
-				args.model,
-				texts,
-				tokenizer=args.vocab,
-				stride=args.stride,
-				batch_size=args.batch_size,
-				device=args.device,
-				progress=not args.no_progress,
-			)
-			print(result.table())
-			print(
-				f"{result.total.tokens:,} tokens in {result.seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s); "
-				f"context {result.context_length}, stride {result.stride}"
-			)
-			record = result.as_dict()
-	except (SourceError, StoreError) as error:
-		raise SystemExit(f"error: {error}") from None
+		results = run_tasks(
+			args.model,
+			[t.strip() for t in args.tasks.split(",") if t.strip()],
+			tokenizer=args.vocab,
+			num_fewshot=args.num_fewshot,
+			limit=args.limit,
+			stride=args.stride,
+			batch_size=args.batch_size,
+			device=args.device,
+			progress=not args.no_progress,
+		)
+		print(make_table(results))
+		record: dict[str, Any] = {k: results[k] for k in ("results", "versions", "n-shot", "config") if k in results}
+	else:
+		texts = (
+			read_texts(args.text, text_column=args.text_column) if args.text else dataset_texts(args.data, args.split)
+		)
+		result = evaluate(
+			args.model,
+			texts,
+			tokenizer=args.vocab,
+			stride=args.stride,
+			batch_size=args.batch_size,
+			device=args.device,
+			progress=not args.no_progress,
+		)
+		print(result.table())
+		print(
+			f"{result.total.tokens:,} tokens in {result.seconds:.1f} s ({result.tokens_per_second:,.0f} tokens/s); "
+			f"context {result.context_length}, stride {result.stride}"
+		)
+		record = result.as_dict()
 	if args.json:
 		Path(args.json).parent.mkdir(parents=True, exist_ok=True)
 		Path(args.json).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

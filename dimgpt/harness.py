@@ -43,6 +43,7 @@ except ImportError as error:  # optional dependency
 	) from None
 
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
+from dimgpt.errors import NotFoundError, UsageError
 from dimgpt.evaluation import Scorer, load_model_and_tokenizer
 from dimgpt.model.transformer import Transformer
 
@@ -167,13 +168,13 @@ def run_tasks(
 	files = [Path(t) for t in tasks if t.endswith((".yaml", ".yml"))]
 	for file in files:
 		if not file.is_file():
-			raise FileNotFoundError(f"--tasks: task file {file} not found")
+			raise NotFoundError(f"--tasks: task file {file} not found")
 	# A task file may include others beside it (`include:`), so its folder is searched too.
 	manager = TaskManager(include_path=sorted({str(f.resolve().parent) for f in files}) or None)
 	names = [t for t in tasks if not t.endswith((".yaml", ".yml"))]
 	unknown = [n for n in names if n not in manager.all_tasks]
 	if unknown:
-		raise ValueError(
+		raise UsageError(
 			f"--tasks: lm-eval knows no task {', '.join(unknown)}; `lm-eval ls tasks` lists them "
 			"(FrenchBench's are french_bench_*), or give a task YAML file"
 		)

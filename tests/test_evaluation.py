@@ -15,6 +15,7 @@ from dimgpt.cli import main
 from dimgpt.config import ModelConfig
 from dimgpt.data.corpus import embedded_documents
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
+from dimgpt.errors import ExitCode
 from dimgpt.evaluation import dataset_texts, evaluate, plan_windows, read_texts
 from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
@@ -146,10 +147,14 @@ def test_cli_reads_txt_jsonl_and_parquet_and_writes_the_table_and_json(trained, 
 
 def test_cli_errors_are_one_line(trained, tmp_path, capsys):
 	directory, _, _ = trained
-	assert main(["evaluate", "--model", str(directory), "--text", str(tmp_path / "missing.txt")]) == 2
+	assert main(["evaluate", "--model", str(directory), "--text", str(tmp_path / "missing.txt")]) == ExitCode.NOT_FOUND
 	error = capsys.readouterr().err.strip()
 	assert "missing.txt" in error and "\n" not in error
-	assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--text", str(tmp_path)]) == 2
+	(tmp_path / "a.txt").write_text("Du texte.", encoding="utf-8")
+	assert (
+		main(["evaluate", "--model", str(tmp_path / "nothing"), "--text", str(tmp_path / "a.txt")])
+		== ExitCode.NOT_FOUND
+	)
 	assert "nothing" in capsys.readouterr().err
 
 
@@ -295,3 +300,11 @@ def test_lm_eval_task_accuracy_equals_our_own_likelihoods(trained, tmp_path):
 	# lm-eval's bits per byte of a rolling task is ours on the same text
 	ours = evaluate(model, FRENCH, tokenizer=tokenizer, progress=False).total.bits_per_byte
 	assert results["local_rolling"]["bits_per_byte,none"] == pytest.approx(ours, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_unknown_lm_eval_task_is_one_line(trained, capsys):
+	directory, _, _ = trained
+	assert main(["evaluate", "--model", str(directory), "--tasks", "no_such_task_anywhere"]) == ExitCode.USAGE
+	error = capsys.readouterr().err.strip()
+	assert "no_such_task_anywhere" in error and "lm-eval ls tasks" in error and "\n" not in error
