@@ -357,29 +357,43 @@ def read_texts(specs: Sequence[str], *, text_column: str = "text") -> dict[str, 
 def dataset_texts(data_dir: str | Path, split: str = "validation") -> dict[str, Iterator[str]]:
 	"""{source: raw documents} of one split of a dataset folder made by create-data, re-read from its sources.
 
-	The split is the one create-data made: the same reader, filter and held-out rule over the same
-	stream (`store.held_out`), so `validation` is exactly the text the training run never saw.
+	The shards keep each document's hash beside its tokens (`.sig.npy`), so the split's documents are
+	found again in the raw source by hash, whatever create-data's filters and deduplication dropped:
+	`validation` is exactly the text the training never saw, each document once, in source order.
 	"""
 	from dimgpt.config import SourceConfig, from_dict
-	from dimgpt.data.sources import documents
-	from dimgpt.data.store import SPLITS, held_out, read_json, validation_count
+	from dimgpt.data.sources import document_hash
+	from dimgpt.data.sources import read_texts as source_texts
+	from dimgpt.data.store import SPLITS, StoreError, read_json, source_shards
 
 	if split not in SPLITS:
 		raise UsageError(f"--split {split}: a dataset has the splits {', '.join(SPLITS)}")
 	data_dir = Path(data_dir)
 	summary = read_json(data_dir / "data.json")
 
-	def stream(manifest: dict[str, Any]) -> Iterator[str]:
-		settings = manifest["settings"]
-		source = from_dict(SourceConfig, settings["source"])
-		n = manifest["documents"]
-		held = validation_count(n, settings["validation_fraction"], settings["min_validation_documents"])
-		cache = data_dir / ".hf_cache" if source.kind == "files" else None
-		for i, text in enumerate(documents(source, min_chars=settings["min_document_chars"], cache_dir=cache)):
-			if held_out(i, n, held) == (split == "validation"):
+	def wanted(directory: Path) -> set[int]:
+		hashes: set[int] = set()
+		for stem in source_shards(directory, read_json(directory / "source.json"), split):
+			path = stem.with_suffix(".sig.npy")
+			if not path.is_file():
+				raise StoreError(f"{path} is missing (a dataset made by an older version): run create-data again")
+			low, high = np.load(path, allow_pickle=False)[:, :2].astype(np.uint64).T
+			hashes.update((low | high << np.uint64(32)).tolist())
+		return hashes
+
+	def stream(name: str, manifest: dict[str, Any]) -> Iterator[str]:
+		source = from_dict(SourceConfig, manifest["settings"]["source"])
+		hashes = wanted(data_dir / "pretrain" / name)
+		for text in source_texts(source):
+			if not hashes:
+				return
+			text = text.strip()
+			key = document_hash(text)
+			if key in hashes:
+				hashes.discard(key)  # an exact duplicate further on was dropped by create-data
 				yield text
 
-	return {name: stream(manifest) for name, manifest in summary.get("pretrain", {}).items()}
+	return {name: stream(name, manifest) for name, manifest in summary.get("pretrain", {}).items()}
 
 
 def evaluate_command(args: Any) -> int:
