@@ -175,7 +175,7 @@ def learning(seconds: float, work: Path) -> dict:
 	from dimgpt.data.loader import PretrainLoader
 	from dimgpt.data.tokenizer import Tokenizer
 	from dimgpt.presets import corpus_fr_sources
-	from dimgpt.training.trainer import train
+	from dimgpt.training.build import train
 
 	preset = get_preset("tiny")
 	pretrain, _ = corpus_fr_sources(SHARED_DATA)

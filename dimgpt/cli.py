@@ -172,8 +172,8 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 		import dataclasses
 		from pathlib import Path
 
+		from dimgpt.training.build import dataset_mix, resolve_recipe
 		from dimgpt.training.finetune import finetune
-		from dimgpt.training.trainer import dataset_mix, resolve_recipe
 
 		data = Path(args.data) if args.data else Path(args.from_run) / "data"
 		overrides = _train_overrides(args)
@@ -219,7 +219,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 	_add_training_options(p, max_tokens=True)
 
 	def handler(args: argparse.Namespace) -> int:
-		from dimgpt.training.trainer import train
+		from dimgpt.training.build import train
 
 		overrides = _train_overrides(args)
 		result = train(

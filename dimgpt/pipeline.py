@@ -44,8 +44,8 @@ def run_main_job(
 	"""
 	from dimgpt.data.create import create_data
 	from dimgpt.sampling import ChatSession, SamplingConfig, load_sampler
+	from dimgpt.training.build import train
 	from dimgpt.training.finetune import finetune
-	from dimgpt.training.trainer import train
 
 	preset = get_preset(preset) if isinstance(preset, str) else preset
 	run_dir = Path(run_dir)

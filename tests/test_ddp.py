@@ -13,8 +13,8 @@ import torch
 from test_trainer import build_tiny_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 from dimgpt.data.loader import PretrainLoader
+from dimgpt.training.build import train
 from dimgpt.training.metrics import read_metrics
-from dimgpt.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"batch_size": 2, "grad_accum": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2}

@@ -23,10 +23,10 @@ from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
+from dimgpt.training.build import build_trainer, resolve_recipe
 from dimgpt.training.checkpoint import load_recipe
-from dimgpt.training.finetune import finetune, pretrained_checkpoint
+from dimgpt.training.finetune import build_finetuner, finetune, pretrained_checkpoint
 from dimgpt.training.schedule import learning_rate
-from dimgpt.training.trainer import resolve_recipe
 
 EXCHANGES = [
 	("Bonjour !", "Bonjour ! Comment puis-je vous aider ?"),
@@ -209,27 +209,28 @@ def test_training_notebook_fine_tuning_section(tmp_path):
 	assert (tmp_path / "run-chat" / "loss.png").is_file() and (tmp_path / "run-chat" / "vocab.txt").is_file()
 
 
-def test_train_kind_instruct_draws_the_fine_tuning_mix(dataset):
-	# `python -m dimgpt train --kind instruct` and `finetune` share one conversation loader: the dataset's mix
-	from dimgpt.data.mix import mix_loaders
-	from dimgpt.training.distributed import Distributed
-	from dimgpt.training.trainer import default_loader
-
-	model_config = ModelConfig(
-		vocab_size=1000, context_length=96, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
-	)
-	recipe = replace(get_preset("tiny").finetune, batch_size=4)
-	env = Distributed(device=torch.device("cpu"))
-	ours = default_loader("instruct", dataset, model_config, recipe)("train", env)
-	mix = mix_loaders(
-		dataset, 4, 96, InstructMix(), seed=recipe.seed, instruction_weight=recipe.instruction_loss_weight
-	)
-	expected = mix("train", env)
-	for _ in range(3):
-		got, want = ours.next_batch(), expected.next_batch()
-		assert all(torch.equal(a, b) for a, b in zip(got, want))
-	weights = set(torch.cat([ours.next_batch()[2] for _ in range(4)]).unique().tolist())
-	assert {round(w, 4) for w in weights} == {0.1, 1.0}  # instructions, answers (training rows are full)
+def test_train_kind_instruct_is_the_fine_tuning_path(tmp_path, dataset):
+	# `python -m dimgpt train --kind instruct --init-from CHECKPOINT` and `finetune --from RUN` build the
+	# same run: recipe, train config (validation capped to the held-out conversations), loaders
+	pretrained = make_pretrained(tmp_path / "pretrain")
+	preset = replace(get_preset("tiny"), finetune=replace(RECIPE, eval_batches=50))
+	start = pretrained / "checkpoints" / "last"
+	by_train = build_trainer(preset, dataset, tmp_path / "a", init_from=start, kind="instruct", progress=False)
+	by_finetune = build_finetuner(pretrained, dataset, tmp_path / "b", preset=preset, progress=False)
+	try:
+		assert by_train.recipe == by_finetune.recipe and by_train.config == by_finetune.config
+		assert by_train.config.eval_batches == 2  # 6 held-out conversations, 4 a batch
+		assert by_train.model_config == by_finetune.model_config == load_model(start).config
+		for got, want in zip(by_train.val_batches, by_finetune.val_batches, strict=True):
+			assert all(torch.equal(a, b) for a, b in zip(got, want))
+		for _ in range(3):
+			got, want = by_train.train_loader.next_batch(), by_finetune.train_loader.next_batch()
+			assert all(torch.equal(a, b) for a, b in zip(got, want))
+		weights = set(torch.cat([by_train.train_loader.next_batch()[2] for _ in range(4)]).unique().tolist())
+		assert {round(w, 4) for w in weights} == {0.1, 1.0}  # instructions, answers (training rows are full)
+	finally:
+		by_train.close()
+		by_finetune.close()
 
 
 def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, dataset, monkeypatch, capsys):

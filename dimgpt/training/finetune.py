@@ -1,10 +1,10 @@
 """Fine-tuning: from a pretrained run's checkpoint to a chat model.
 
-The same trainer as pretraining, with the `finetune` recipe of the pretrained run (its saved
-recipe; a preset given overrides it), the instruction store of the dataset and the conversation mix
-of `dimgpt.data.mix`. The pretrained run is only read: the new run
-lives in its own directory (checkpoints, metrics, plots, vocab.txt) and resumes from there when
-restarted.
+What fine-tuning adds to `dimgpt.training.build.train(kind="instruct")`: the choice of the
+pretrained run's checkpoint (best or last), a run directory kept apart from it, and the loss of the
+starting weights recorded beside the run. The recipe is the `finetune` recipe saved with the
+pretrained run (a preset given overrides it). The pretrained run is only read: the new run lives in
+its own directory (checkpoints, metrics, plots, vocab.txt) and resumes from there when restarted.
 
 	RUN_DIR/finetune.json   where it started from; validation loss (answer tokens) before and after
 """
@@ -12,20 +12,14 @@ restarted.
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from dimgpt.config import InstructMix, Preset, TrainConfig
-from dimgpt.data.mix import mix_loaders
-from dimgpt.model.loading import load_model, read_model_config
+from dimgpt.training.build import build_trainer
 from dimgpt.training.distributed import cleanup_distributed
-from dimgpt.training.trainer import Trainer, TrainResult, build_trainer, dataset_mix, resolve_recipe
+from dimgpt.training.trainer import Trainer, TrainResult
 
 INFO_FILE = "finetune.json"
 
@@ -67,20 +61,6 @@ def _check_separate(source: Path, run_dir: Path) -> None:
 			)
 
 
-@torch.no_grad()
-def validation_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, ...]]) -> float:
-	"""Weighted mean cross-entropy of `model` over (x, y, w) batches (answer tokens only in validation)."""
-	model.eval()
-	device = next(model.parameters()).device
-	loss_sum, weight = 0.0, 0.0
-	for x, y, w in batches:
-		x, y, w = x.to(device), y.to(device), w.to(device)
-		losses = F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), reduction="none")
-		loss_sum += (losses * w.flatten()).sum().item()
-		weight += w.sum().item()
-	return loss_sum / weight if weight > 0 else math.nan
-
-
 def build_finetuner(
 	from_run: str | Path,
 	dataset_dir: str | Path,
@@ -95,55 +75,27 @@ def build_finetuner(
 ) -> Trainer:
 	"""A Trainer that fine-tunes the pretrained run `from_run` on the instructions of `dataset_dir`.
 
-	The model shape comes from the checkpoint; the train config is the `finetune` recipe saved with
-	it (resuming: the run's own), or `preset.finetune` when a preset is given, or `train_config`, with
-	`overrides` replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's
-	`instruct_mix`, else the recipe's. Validation takes at most the batches that cover the held-out
-	conversations once. If `run_dir` holds a run, the Trainer resumes it; otherwise the validation
-	loss of the starting weights goes to RUN_DIR/finetune.json first.
+	`build_trainer(kind="instruct", init_from=CHECKPOINT)`, the one fine-tuning path, with the
+	pretrained run's checkpoint chosen by `checkpoint` and kept apart from `run_dir`: the model shape
+	comes from the checkpoint; the train config is the `finetune` recipe saved with it (resuming: the
+	run's own), or `preset.finetune` when a preset is given, or `train_config`, with `overrides`
+	replacing its fields (`max_steps=100`, ...). `mix` defaults to the dataset's `instruct_mix`, else
+	the recipe's. If `run_dir` holds a run, the Trainer resumes it; otherwise the validation loss of
+	the starting weights goes to RUN_DIR/finetune.json first.
 	"""
 	source = pretrained_checkpoint(from_run, checkpoint)
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
 	_check_separate(source, run_dir)
-	recipe, config = resolve_recipe(preset, run_dir, "instruct", source)
-	recipe = replace(recipe, model=read_model_config(source))
-	config = replace(train_config or config, **overrides)
-	mix = mix or dataset_mix(dataset_dir, recipe)
-	make_loader = mix_loaders(
-		dataset_dir,
-		config.batch_size,
-		recipe.model.context_length,
-		mix,
-		seed=config.seed,
-		instruction_weight=config.instruction_loss_weight,
-	)
-
-	if config.eval_batches > 0:
-		# validation visits each held-out conversation once: no more batches than that takes
-		held_out = make_loader("validation", None).num_conversations
-		config = replace(config, eval_batches=min(config.eval_batches, math.ceil(held_out / config.batch_size)))
-
-	if not (run_dir / "checkpoints" / "last").exists() and config.eval_batches > 0:
-		# The loss of the starting weights on the same validation batches: the "before" of the run.
-		loader = make_loader("validation", None)
-		batches = [loader.next_batch() for _ in range(config.eval_batches)]
-		loader.close()
-		before = validation_loss(load_model(source), batches)
-		if _is_main():
-			run_dir.mkdir(parents=True, exist_ok=True)
+	options = {"mix": mix, "train_config": train_config, "progress": progress, **overrides}
+	trainer = build_trainer(preset, dataset_dir, run_dir, init_from=source, kind="instruct", **options)
+	if not trainer.resumed and trainer.val_batches:
+		# The loss of the starting weights on the run's validation batches: the "before" of the run.
+		before = trainer.evaluate()["val_loss"]
+		if trainer.env.is_main:
 			info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
 			(run_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 			print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
-	return build_trainer(
-		recipe,
-		dataset_dir,
-		run_dir,
-		init_from=source,
-		kind="instruct",
-		train_config=config,
-		make_loader=make_loader,
-		progress=progress,
-	)
+	return trainer
 
 
 def record_result(run_dir: str | Path, result: TrainResult) -> None:

@@ -2,23 +2,22 @@
 
 One `Trainer` serves pretraining and fine-tuning alike: it takes the model config, the train
 config and loaders (anything with `next_batch() -> (x, y, w)`, `state_dict()` and
-`load_state_dict()`), and owns the run directory:
+`load_state_dict()`) and writes into the run directory:
 
-	RUN_DIR/checkpoints/last/   model.safetensors, model.json, training.pt, *_config.json
+	RUN_DIR/checkpoints/last/   model.safetensors, model.json, recipe.json, training.pt
 	RUN_DIR/checkpoints/best/   the same, at the best validation loss
 	RUN_DIR/metrics.jsonl       one JSON record per log / validation
 	RUN_DIR/loss.png, accuracy.png
 	RUN_DIR/STOP                create it to stop the run gracefully (checkpoint, then exit)
 
-`train()` builds everything from a preset and a dataset directory, alone or under `torchrun`.
+Which recipe, dataset and weights a run uses is decided in `dimgpt.training.build` (`train`,
+`finetune`), which hands this loop everything ready.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import signal
 import threading
 import time
@@ -29,20 +28,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig, from_dict, to_dict
-from dimgpt.errors import UsageError
+from dimgpt.config import ModelConfig, Preset, TrainConfig, to_dict
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
-from dimgpt.presets import get_preset, preset_for_model
 from dimgpt.training.checkpoint import (
 	check_model_config,
 	has_checkpoint,
-	load_recipe,
 	load_training_state,
 	recover,
 	save_checkpoint,
@@ -51,10 +46,9 @@ from dimgpt.training.distributed import (
 	Distributed,
 	all_reduce,
 	barrier,
-	cleanup_distributed,
 	gather_objects,
-	setup_distributed,
 )
+from dimgpt.training.loss import weighted_sums
 from dimgpt.training.metrics import MetricsLog, Smoother, flops_per_token, peak_flops
 from dimgpt.training.plots import plot_metrics
 from dimgpt.training.schedule import learning_rate
@@ -175,8 +169,8 @@ class Trainer:
 			recover(self.last_dir)
 			recover(self.best_dir)
 		barrier(self.env)
-		resume = has_checkpoint(self.last_dir)
-		state = load_training_state(self.last_dir) if resume else None
+		self.resumed = has_checkpoint(self.last_dir)
+		state = load_training_state(self.last_dir) if self.resumed else None
 		if state is not None:
 			check_model_config(state["configs"]["model"], model_config, self.last_dir)
 			self.model = load_model(self.last_dir)
@@ -276,11 +270,7 @@ class Trainer:
 		"""Weighted sums (not means) of the token losses and of the argmax hits."""
 		with self.autocast():
 			logits = model(x)
-		losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-		loss_sum = (losses * w.flatten()).sum()
-		with torch.no_grad():
-			hits = ((logits.argmax(dim=-1) == y).float() * w).sum()
-		return loss_sum, hits
+		return weighted_sums(logits, y, w)
 
 	def train_step(self) -> dict[str, float]:
 		"""One update on `grad_accum` micro-batches, as one big batch would do it."""
@@ -493,188 +483,3 @@ class Trainer:
 		for loader in (self.train_loader, self.val_loader):
 			if hasattr(loader, "close"):
 				loader.close()
-
-
-# --- building a run from a recipe ------------------------------------------------------------------
-
-
-def dataset_mix(dataset_dir: str | Path, recipe: Preset) -> InstructMix:
-	"""The conversation mix the dataset was made with (its data.json), else the recipe's."""
-	data = _data_config(Path(dataset_dir))
-	return data.instruct_mix if data is not None else recipe.data.instruct_mix
-
-
-def default_loader(
-	kind: str, dataset_dir: str | Path, model_config: ModelConfig, config: TrainConfig, mix: InstructMix | None = None
-):
-	"""A function `(split, env) -> loader` over the dataset in `dataset_dir`.
-
-	"pretrain": DimensionGPT windows of the pretraining shards; "instruct": conversations drawn by
-	`mix` (default: the dataset's fine-tuning mix; the loader `python -m dimgpt finetune` uses too).
-	"""
-	from dimgpt.data.loader import PretrainLoader
-	from dimgpt.data.mix import mix_loaders
-
-	if kind == "instruct":
-		mix = mix or (_data_config(Path(dataset_dir)) or DataConfig()).instruct_mix
-		return mix_loaders(
-			dataset_dir,
-			config.batch_size,
-			model_config.context_length,
-			mix,
-			seed=config.seed,
-			instruction_weight=config.instruction_loss_weight,
-		)
-	if kind != "pretrain":
-		raise ValueError(f"kind must be 'pretrain' or 'instruct', got {kind!r}")
-
-	def make(split: str, env: Distributed) -> Loader:
-		common = {"seed": config.seed, "rank": env.rank, "world_size": env.world_size}
-		return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
-
-	return make
-
-
-def saved_recipe(path: str | Path) -> Preset | None:
-	"""The recipe saved with the checkpoint at `path`: a checkpoint directory or a file in one, or a run
-	directory (its checkpoints/last, else best). A save killed half-way left it in `.NAME.old`."""
-	path = Path(path)
-	directory = path.parent if path.is_file() else path
-	candidates = [directory, directory / "checkpoints" / "last", directory / "checkpoints" / "best"]
-	for candidate in candidates:
-		for where in (candidate, candidate.parent / f".{candidate.name}.old"):
-			recipe = load_recipe(where) if where.is_dir() else None
-			if recipe is not None:
-				return recipe
-	return None
-
-
-def resolve_recipe(
-	preset: Preset | str | None, run_dir: str | Path, kind: str = "pretrain", start_from: str | Path | None = None
-) -> tuple[Preset, TrainConfig]:
-	"""The recipe of a run and the train config it follows.
-
-	A run takes the recipe of the run it continues (RUN_DIR's own, train config included), else of the
-	checkpoint it starts from (`start_from`: its `train` recipe to pretrain, its `finetune` recipe to
-	fine-tune); `preset` overrides both. Weights saved without a recipe take the catalogue preset of
-	the same model shape. A new run with none of these is a `tiny` run.
-	"""
-	if preset is not None:
-		recipe = get_preset(preset) if isinstance(preset, str) else preset
-		return recipe, recipe.train if kind == "pretrain" else recipe.finetune
-	own = saved_recipe(Path(run_dir) / "checkpoints" / "last")
-	if own is not None:
-		return own, own.train
-	if start_from is None:
-		recipe = get_preset("tiny")
-	else:
-		recipe = saved_recipe(start_from) or _catalogue_recipe(start_from)
-	return recipe, recipe.train if kind == "pretrain" else recipe.finetune
-
-
-def _catalogue_recipe(start_from: str | Path) -> Preset:
-	from dimgpt.model.loading import read_model_config
-
-	model = read_model_config(start_from)
-	recipe = preset_for_model(model)
-	if recipe is None:
-		raise UsageError(
-			f"{start_from} holds no recipe.json and its model matches no preset: pass the recipe with --preset NAME"
-		)
-	return recipe
-
-
-def build_trainer(
-	preset: Preset | str | None,
-	dataset_dir: str | Path,
-	run_dir: str | Path,
-	*,
-	init_from: str | Path | None = None,
-	kind: str = "pretrain",
-	train_config: TrainConfig | None = None,
-	make_loader: Any = None,
-	progress: bool = True,
-	**overrides: Any,
-) -> Trainer:
-	"""A Trainer for a run on `dataset_dir` in `run_dir`, resuming it if it holds one.
-
-	The recipe is the run's own when resuming, else the one saved with `init_from` (see
-	`resolve_recipe`); `preset` (a name or a `Preset`) overrides it. `kind="instruct"` fine-tunes with
-	the recipe's `finetune` train config (usually with `init_from` a pretrained checkpoint).
-	`train_config` replaces the chosen train config, `overrides` its fields (`max_steps=100`, ...).
-	`make_loader(split, env)` replaces the dataset's loaders. Under torchrun, joins the process group.
-	"""
-	recipe, config = resolve_recipe(preset, run_dir, kind, init_from)
-	config = replace(train_config or config, **overrides)
-	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-	recipe = replace(recipe, data=_data_config(dataset_dir) or recipe.data)
-	_check_vocab(dataset_dir, recipe.model)
-	env = setup_distributed()
-	if env.is_main and (dataset_dir / "vocab.txt").is_file():
-		run_dir.mkdir(parents=True, exist_ok=True)  # the run carries its vocabulary, for sampling and export
-		shutil.copyfile(dataset_dir / "vocab.txt", run_dir / "vocab.txt")
-	make_loader = make_loader or default_loader(
-		kind, dataset_dir, recipe.model, config, dataset_mix(dataset_dir, recipe)
-	)
-	train_loader = make_loader("train", env)
-	val_loader = make_loader("validation", env) if config.eval_batches > 0 else None
-	try:
-		return Trainer(
-			recipe.model,
-			config,
-			run_dir,
-			train_loader,
-			val_loader,
-			recipe=recipe,
-			init_from=init_from,
-			env=env,
-			progress=progress,
-			epoch_tokens=_dataset_tokens(train_loader),
-		)
-	except BaseException:
-		for loader in (train_loader, val_loader):
-			if hasattr(loader, "close"):
-				loader.close()
-		raise
-
-
-def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
-	"""Train (or resume) a run on `dataset_dir` into `run_dir`, alone or under torchrun.
-
-	`preset`: None takes the run's own recipe (see `resolve_recipe`). Takes `build_trainer`'s options:
-	init_from, kind ("pretrain" | "instruct"), train_config, make_loader, progress, and train-config
-	overrides such as max_steps=100.
-	"""
-	try:
-		trainer = build_trainer(preset, dataset_dir, run_dir, **options)
-		try:
-			return trainer.fit()
-		finally:
-			trainer.close()
-	finally:
-		cleanup_distributed()
-
-
-def _dataset_tokens(loader: Any) -> int | None:
-	"""Tokens in one pass over the training split (for the epoch count), when the loader tells."""
-	sources = getattr(loader, "sources", None)
-	return sum(int(s.tokens) for s in sources) if sources else None
-
-
-def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
-	vocab = dataset_dir / "vocab.txt"
-	if vocab.is_file():
-		size = vocab.read_text(encoding="utf-8").count("\n") + 1
-		if size > model_config.vocab_size:
-			raise ValueError(
-				f"{vocab} has {size} tokens but the model's vocab_size is {model_config.vocab_size}; "
-				"use the preset the dataset was made for, or rebuild the dataset"
-			)
-
-
-def _data_config(dataset_dir: Path) -> DataConfig | None:
-	"""The DataConfig recorded in the dataset's data.json (kept with the checkpoints), if readable."""
-	try:
-		return from_dict(DataConfig, json.loads((dataset_dir / "data.json").read_text(encoding="utf-8"))["config"])
-	except (OSError, KeyError, ValueError, TypeError):
-		return None

@@ -1,0 +1,219 @@
+"""Assembling a run: which recipe, dataset, loaders and starting weights a `Trainer` gets.
+
+`train()` pretrains (or resumes) a run on a dataset folder; `kind="instruct"` trains on the
+dataset's conversations instead, the one fine-tuning path (`dimgpt.training.finetune` adds what
+starting from a pretrained run needs). Both run alone or under `torchrun`.
+
+The recipe (a `Preset`: model, data, train and fine-tuning configs) is the run's own when it is
+resumed, else the one saved with the checkpoint it starts from, else `tiny`; a preset given
+overrides it (`resolve_recipe`). A run started from weights takes their model shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig, from_dict
+from dimgpt.errors import UsageError
+from dimgpt.presets import get_preset, preset_for_model
+from dimgpt.training.checkpoint import load_recipe
+from dimgpt.training.distributed import Distributed, cleanup_distributed, setup_distributed
+from dimgpt.training.trainer import Loader, Trainer, TrainResult
+
+
+def dataset_mix(dataset_dir: str | Path, recipe: Preset) -> InstructMix:
+	"""The conversation mix the dataset was made with (its data.json), else the recipe's."""
+	data = _data_config(Path(dataset_dir))
+	return data.instruct_mix if data is not None else recipe.data.instruct_mix
+
+
+def loaders(
+	kind: str, dataset_dir: str | Path, model_config: ModelConfig, config: TrainConfig, mix: InstructMix | None = None
+) -> Callable[[str, Distributed | None], Loader]:
+	"""A function `(split, env) -> loader` over the dataset in `dataset_dir`.
+
+	"pretrain": DimensionGPT windows of the pretraining shards; "instruct": conversations drawn by
+	`mix` (default: the dataset's fine-tuning mix), the one conversation loader of fine-tuning.
+	"""
+	from dimgpt.data.loader import PretrainLoader
+	from dimgpt.data.mix import mix_loaders
+
+	if kind == "instruct":
+		return mix_loaders(
+			dataset_dir,
+			config.batch_size,
+			model_config.context_length,
+			mix or (_data_config(Path(dataset_dir)) or DataConfig()).instruct_mix,
+			seed=config.seed,
+			instruction_weight=config.instruction_loss_weight,
+		)
+	if kind != "pretrain":
+		raise UsageError(f"kind must be 'pretrain' or 'instruct', got {kind!r}")
+
+	def make(split: str, env: Distributed | None) -> Loader:
+		env = env or Distributed()
+		common = {"seed": config.seed, "rank": env.rank, "world_size": env.world_size}
+		return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
+
+	return make
+
+
+def saved_recipe(path: str | Path) -> Preset | None:
+	"""The recipe saved with the checkpoint at `path`: a checkpoint directory or a file in one, or a run
+	directory (its checkpoints/last, else best). A save killed half-way left it in `.NAME.old`."""
+	path = Path(path)
+	directory = path.parent if path.is_file() else path
+	candidates = [directory, directory / "checkpoints" / "last", directory / "checkpoints" / "best"]
+	for candidate in candidates:
+		for where in (candidate, candidate.parent / f".{candidate.name}.old"):
+			recipe = load_recipe(where) if where.is_dir() else None
+			if recipe is not None:
+				return recipe
+	return None
+
+
+def resolve_recipe(
+	preset: Preset | str | None, run_dir: str | Path, kind: str = "pretrain", start_from: str | Path | None = None
+) -> tuple[Preset, TrainConfig]:
+	"""The recipe of a run and the train config it follows.
+
+	A run takes the recipe of the run it continues (RUN_DIR's own, train config included), else of the
+	checkpoint it starts from (`start_from`: its `train` recipe to pretrain, its `finetune` recipe to
+	fine-tune); `preset` overrides both. Weights saved without a recipe take the catalogue preset of
+	the same model shape. A new run with none of these is a `tiny` run.
+	"""
+	if preset is not None:
+		recipe = get_preset(preset) if isinstance(preset, str) else preset
+		return recipe, recipe.train if kind == "pretrain" else recipe.finetune
+	own = saved_recipe(Path(run_dir) / "checkpoints" / "last")
+	if own is not None:
+		return own, own.train
+	if start_from is None:
+		recipe = get_preset("tiny")
+	else:
+		recipe = saved_recipe(start_from) or _catalogue_recipe(start_from)
+	return recipe, recipe.train if kind == "pretrain" else recipe.finetune
+
+
+def _catalogue_recipe(start_from: str | Path) -> Preset:
+	from dimgpt.model.loading import read_model_config
+
+	model = read_model_config(start_from)
+	recipe = preset_for_model(model)
+	if recipe is None:
+		raise UsageError(
+			f"{start_from} holds no recipe.json and its model matches no preset: pass the recipe with --preset NAME"
+		)
+	return recipe
+
+
+def build_trainer(
+	preset: Preset | str | None,
+	dataset_dir: str | Path,
+	run_dir: str | Path,
+	*,
+	init_from: str | Path | None = None,
+	kind: str = "pretrain",
+	mix: InstructMix | None = None,
+	train_config: TrainConfig | None = None,
+	make_loader: Callable[[str, Distributed | None], Loader] | None = None,
+	progress: bool = True,
+	**overrides: Any,
+) -> Trainer:
+	"""A Trainer for a run on `dataset_dir` in `run_dir`, resuming it if it holds one.
+
+	The recipe is the run's own when resuming, else the one saved with `init_from` (see
+	`resolve_recipe`); `preset` (a name or a `Preset`) overrides it. A run started from `init_from`
+	takes the model shape of those weights; a resumed run refuses a model other than its own. `kind="instruct"` trains on conversations
+	drawn by `mix` (default: the dataset's mix) with the recipe's `finetune` train config, validating
+	on each held-out conversation once. `train_config` replaces the chosen train config, `overrides`
+	its fields (`max_steps=100`, ...). `make_loader(split, env)` replaces the dataset's loaders.
+	Under torchrun, joins the process group.
+	"""
+	from dimgpt.model.loading import read_model_config
+
+	recipe, config = resolve_recipe(preset, run_dir, kind, init_from)
+	config = replace(train_config or config, **overrides)
+	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+	if init_from is not None:  # the shape of the starting weights (a resumed run must still match it)
+		recipe = replace(recipe, model=read_model_config(init_from))
+	recipe = replace(recipe, data=_data_config(dataset_dir) or recipe.data)
+	_check_vocab(dataset_dir, recipe.model)
+	env = setup_distributed()
+	if env.is_main and (dataset_dir / "vocab.txt").is_file():
+		run_dir.mkdir(parents=True, exist_ok=True)  # the run carries its vocabulary, for sampling and export
+		shutil.copyfile(dataset_dir / "vocab.txt", run_dir / "vocab.txt")
+	if make_loader is None:
+		mix = mix or (dataset_mix(dataset_dir, recipe) if kind == "instruct" else None)
+		make_loader = loaders(kind, dataset_dir, recipe.model, config, mix)
+	train_loader = make_loader("train", env)
+	val_loader = make_loader("validation", env) if config.eval_batches > 0 else None
+	held_out = getattr(val_loader, "num_conversations", None)
+	if held_out is not None:  # conversations: validation visits each held-out one once, no more batches
+		config = replace(config, eval_batches=min(config.eval_batches, math.ceil(held_out / config.batch_size)))
+	try:
+		return Trainer(
+			recipe.model,
+			config,
+			run_dir,
+			train_loader,
+			val_loader,
+			recipe=recipe,
+			init_from=init_from,
+			env=env,
+			progress=progress,
+			epoch_tokens=_dataset_tokens(train_loader),
+		)
+	except BaseException:
+		for loader in (train_loader, val_loader):
+			if hasattr(loader, "close"):
+				loader.close()
+		raise
+
+
+def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
+	"""Train (or resume) a run on `dataset_dir` into `run_dir`, alone or under torchrun.
+
+	`preset`: None takes the run's own recipe (see `resolve_recipe`). Takes `build_trainer`'s options:
+	init_from, kind ("pretrain" | "instruct"), train_config, make_loader, progress, and train-config
+	overrides such as max_steps=100.
+	"""
+	try:
+		trainer = build_trainer(preset, dataset_dir, run_dir, **options)
+		try:
+			return trainer.fit()
+		finally:
+			trainer.close()
+	finally:
+		cleanup_distributed()
+
+
+def _dataset_tokens(loader: Any) -> int | None:
+	"""Tokens in one pass over the training split (for the epoch count), when the loader tells."""
+	sources = getattr(loader, "sources", None)
+	return sum(int(s.tokens) for s in sources) if sources else None
+
+
+def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
+	vocab = dataset_dir / "vocab.txt"
+	if vocab.is_file():
+		size = vocab.read_text(encoding="utf-8").count("\n") + 1
+		if size > model_config.vocab_size:
+			raise ValueError(
+				f"{vocab} has {size} tokens but the model's vocab_size is {model_config.vocab_size}; "
+				"use the preset the dataset was made for, or rebuild the dataset"
+			)
+
+
+def _data_config(dataset_dir: Path) -> DataConfig | None:
+	"""The DataConfig recorded in the dataset's data.json (kept with the checkpoints), if readable."""
+	try:
+		return from_dict(DataConfig, json.loads((dataset_dir / "data.json").read_text(encoding="utf-8"))["config"])
+	except (OSError, KeyError, ValueError, TypeError):
+		return None
