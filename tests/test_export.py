@@ -125,11 +125,12 @@ def test_the_comparison_catches_mistakes(exported: tuple[Transformer, Path], mis
 	(with neither mistake, the same in-memory construction matches)."""
 	ours, _ = exported
 	config = hf_config(CONFIG)
-	tensors = hf_state_dict(ours.state_dict(), CONFIG)
+	state = ours.state_dict()
+	tensors = hf_state_dict(state, CONFIG)
 	if mistake == "no RoPE permutation":
-		for i, block in enumerate(ours.blocks):
-			tensors[f"model.layers.{i}.self_attn.q_proj.weight"] = block.attention.query.weight
-			tensors[f"model.layers.{i}.self_attn.k_proj.weight"] = block.attention.key.weight
+		for i in range(CONFIG.n_layers):
+			tensors[f"model.layers.{i}.self_attn.q_proj.weight"] = state[f"blocks.{i}.attention.query.weight"]
+			tensors[f"model.layers.{i}.self_attn.k_proj.weight"] = state[f"blocks.{i}.attention.key.weight"]
 	elif mistake == "sliding_window = window":
 		config["sliding_window"] = CONFIG.window
 	config = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "torch_dtype")}

@@ -1,7 +1,11 @@
 """The DimensionGPT transformer: pre-norm blocks of grouped-query sliding-window attention and SwiGLU.
 
-Module and parameter names are those of the released weights (`blocks.{i}.attention.query.weight`,
-...), so its `state_dict` loads unchanged. No biases; the output layer is tied to the embedding.
+The `state_dict` keys are those of the released weights (`blocks.{i}.attention.query.weight`, ...), so
+released files load unchanged and ours load in the original code.
+Inside, the query/key/value projections are one Linear (`attention.qkv`) and so are the SwiGLU's
+linear_1/linear_2 (`feed_forward.linear_12`): one matmul each, in training and in generation alike;
+`release_keys` splits them on save and concatenates them on load. No biases; the output layer is tied
+to the embedding.
 """
 
 from __future__ import annotations
@@ -24,41 +28,13 @@ class RMSNorm(nn.Module):
 		self.weight = nn.Parameter(torch.ones(dim))
 
 	def forward(self, x: torch.Tensor) -> torch.Tensor:
-		# x * rsqrt(mean(x²) + eps) * weight, in float32: the mean of squares over/underflows in half precision.
-		if x.dtype == torch.float32:
-			if not torch.is_grad_enabled():  # inference: 4 small ops beat rms_norm's CPU decomposition
-				return x * torch.rsqrt(x.square().mean(-1, keepdim=True).add_(self.eps)) * self.weight
-			return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-		return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
+		# x * rsqrt(mean(x²) + eps) in float32 (the mean of squares over/underflows in half precision),
+		# then times the weight in the input's dtype, as the release did.
+		x32 = x.float()
+		return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
-class FusedWeight:
-	"""Several Linear weights concatenated along the output dim for one matmul at inference (no grad).
-
-	Built on first use and rebuilt whenever a weight changes (in-place update: its version counter;
-	replaced or moved: its storage), so it always computes what the separate layers compute. The
-	state_dict keeps the separate weights. Fused optimizers (AdamW(fused=True)) update weights in
-	place without bumping their version counter: `Transformer.train()` and the trainer's optimizer
-	step therefore clear the copy (`Transformer.clear_inference_cache`).
-	"""
-
-	def __init__(self, *layers: nn.Linear) -> None:
-		self.layers = layers
-		self.key: tuple | None = None
-		self.weight: torch.Tensor | None = None
-
-	def __call__(self) -> torch.Tensor:
-		key = tuple((w._version, w.data_ptr(), w.dtype, w.device) for w in (layer.weight for layer in self.layers))
-		if key != self.key:
-			self.weight = torch.cat([layer.weight.detach() for layer in self.layers])
-			self.key = key
-		return self.weight
-
-	def clear(self) -> None:
-		self.key = self.weight = None
-
-
-def rope_frequencies(head_dim: int, theta: float, device: torch.device | str = "cpu") -> torch.Tensor:
+def rope_frequencies(head_dim: int, theta: float, device: torch.device | str | None = None) -> torch.Tensor:
 	"""theta^(-2k / head_dim) for each pair k, in float32."""
 	return 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
 
@@ -75,73 +51,83 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 	return torch.view_as_real(pairs * rotation[:, None, :]).flatten(-2).type_as(x)
 
 
+def release_keys(module: nn.Module, fused: str, parts: dict[str, int]) -> None:
+	"""Save `module`'s Linear `fused` as the release's separate Linear weights, and load it from them.
+
+	`parts` maps the release's names to their output widths, in the order the rows are concatenated.
+	Released files load unchanged, and our files load in the original code.
+	"""
+	fused_key = f"{fused}.weight"
+
+	def split(module: nn.Module, state: dict, prefix: str, _metadata: object) -> None:
+		# Runs once the module's whole state is in `state`: the keys after the fused one are its own.
+		keys = list(state)
+		later = keys[keys.index(prefix + fused_key) + 1 :]
+		weights = state.pop(prefix + fused_key).split(list(parts.values()))
+		for name, weight in zip(parts, weights):
+			state[f"{prefix}{name}.weight"] = weight
+		for key in later:  # back behind the parts, so the keys come in the release's order
+			state[key] = state.pop(key)
+
+	def concatenate(module: nn.Module, state: dict, prefix: str, *_: object) -> None:
+		keys = [f"{prefix}{name}.weight" for name in parts]
+		if all(key in state for key in keys):  # otherwise load_state_dict reports the fused key missing
+			state[prefix + fused_key] = torch.cat([state.pop(key) for key in keys])
+
+	module.register_state_dict_post_hook(split)
+	module.register_load_state_dict_pre_hook(concatenate)
+
+
 class Attention(nn.Module):
-	def __init__(self, config: ModelConfig) -> None:
+	def __init__(self, config: ModelConfig, layer: int) -> None:
 		super().__init__()
+		self.layer = layer  # this layer's slot in a KVCache
 		self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
 		self.window = config.window
-		self.query = nn.Linear(config.dim, config.dim, bias=False)
-		self.key = nn.Linear(config.dim, config.kv_dim, bias=False)
-		self.value = nn.Linear(config.dim, config.kv_dim, bias=False)
+		# query, key and value in one matmul (faster to train and to generate); saved as the release's three
+		self.qkv = nn.Linear(config.dim, config.dim + 2 * config.kv_dim, bias=False)
+		release_keys(self, "qkv", {"query": config.dim, "key": config.kv_dim, "value": config.kv_dim})
 		self.projection = nn.Linear(config.dim, config.dim, bias=False)
-		self.fused = FusedWeight(self.query, self.key, self.value)  # not a Module: no state_dict entry
-		self.split = (config.dim, config.kv_dim, config.kv_dim)
 
 	def forward(
-		self,
-		x: torch.Tensor,
-		rope: torch.Tensor,
-		backend: str,
-		mask: object = None,
-		cache: KVCache | None = None,
-		layer: int = 0,
+		self, x: torch.Tensor, rope: torch.Tensor, backend: str, mask: object = None, cache: KVCache | None = None
 	) -> torch.Tensor:
 		B, T, _ = x.shape
-		if torch.is_grad_enabled():
-			q, k, v = self.query(x), self.key(x), self.value(x)
-			q = q.view(B, T, self.n_heads, self.head_dim)
-			k = k.view(B, T, self.n_kv_heads, self.head_dim)
-			q, k = apply_rope(q, rope), apply_rope(k, rope)
-		else:  # inference: one matmul for the three projections, one rotation for the query and key heads
-			qkv = F.linear(x, self.fused())
-			qk = apply_rope(qkv[..., : self.split[0] + self.split[1]].view(B, T, -1, self.head_dim), rope)
-			q, k = qk.split((self.n_heads, self.n_kv_heads), dim=2)
-			v = qkv[..., self.split[0] + self.split[1] :]
-		v = v.reshape(B, T, self.n_kv_heads, self.head_dim)
+		qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+		qk = apply_rope(qkv[:, :, : self.n_heads + self.n_kv_heads], rope)  # one rotation for query and key heads
+		q, k = qk.split((self.n_heads, self.n_kv_heads), dim=2)
+		v = qkv[:, :, self.n_heads + self.n_kv_heads :]
 		if cache is None:
 			y = attention(q, k, v, self.window, backend, mask)
 		else:
-			y = cache.attend(layer, q, k, v)
+			y = cache.attend(self.layer, q, k, v)
 		return self.projection(y.reshape(B, T, -1))
 
 
 class FeedForward(nn.Module):
-	"""SwiGLU: linear_3(silu(linear_1(x)) * linear_2(x))."""
+	"""SwiGLU: linear_3(silu(linear_1(x)) * linear_2(x)), linear_1 and linear_2 in one matmul."""
 
 	def __init__(self, config: ModelConfig) -> None:
 		super().__init__()
-		self.linear_1 = nn.Linear(config.dim, config.hidden_dim, bias=False)
-		self.linear_2 = nn.Linear(config.dim, config.hidden_dim, bias=False)
+		self.linear_12 = nn.Linear(config.dim, 2 * config.hidden_dim, bias=False)
+		release_keys(self, "linear_12", {"linear_1": config.hidden_dim, "linear_2": config.hidden_dim})
 		self.linear_3 = nn.Linear(config.hidden_dim, config.dim, bias=False)
-		self.fused = FusedWeight(self.linear_1, self.linear_2)  # not a Module: no state_dict entry
 
 	def forward(self, x: torch.Tensor) -> torch.Tensor:
-		if torch.is_grad_enabled():
-			return self.linear_3(F.silu(self.linear_1(x)) * self.linear_2(x))
-		gate, up = F.linear(x, self.fused()).chunk(2, dim=-1)  # inference: one matmul for linear_1 and linear_2
+		gate, up = self.linear_12(x).chunk(2, dim=-1)
 		return self.linear_3(F.silu(gate) * up)
 
 
 class Block(nn.Module):
-	def __init__(self, config: ModelConfig) -> None:
+	def __init__(self, config: ModelConfig, layer: int) -> None:
 		super().__init__()
 		self.norm_1 = RMSNorm(config.dim, config.norm_eps)
-		self.attention = Attention(config)
+		self.attention = Attention(config, layer)
 		self.norm_2 = RMSNorm(config.dim, config.norm_eps)
 		self.feed_forward = FeedForward(config)
 
-	def forward(self, x: torch.Tensor, rope, backend, mask=None, cache=None, layer=0) -> torch.Tensor:
-		x = x + self.attention(self.norm_1(x), rope, backend, mask, cache, layer)
+	def forward(self, x: torch.Tensor, rope, backend, mask=None, cache=None) -> torch.Tensor:
+		x = x + self.attention(self.norm_1(x), rope, backend, mask, cache)
 		return x + self.feed_forward(self.norm_2(x))
 
 
@@ -150,9 +136,11 @@ class Transformer(nn.Module):
 		super().__init__()
 		self.config = config
 		self.backend: str | None = None  # None: pick by device and dtype at each forward
-		self._frequencies: torch.Tensor | None = None  # RoPE's, made on first use on the model's device
+		# Derived from the config, so not saved (persistent=False); a buffer so that it follows .to(device).
+		frequencies = rope_frequencies(config.head_dim, config.rope_theta)
+		self.register_buffer("rope_frequencies", frequencies, persistent=False)
 		self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
-		self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+		self.blocks = nn.ModuleList([Block(config, layer) for layer in range(config.n_layers)])
 		self.final_norm = RMSNorm(config.dim, config.norm_eps)
 		self.final_linear = nn.Linear(config.dim, config.vocab_size, bias=False)
 		self.tie_weights()
@@ -177,20 +165,15 @@ class Transformer(nn.Module):
 	def num_parameters(self) -> int:
 		return sum(p.numel() for p in self.parameters())  # the tied matrix counts once
 
-	def clear_inference_cache(self) -> None:
-		"""Drop the concatenated inference weights; the next no-grad forward rebuilds them.
-
-		Needed after an in-place weight update that leaves the version counters as they were (a
-		fused optimizer step); `train()` does it too, so a training loop needs nothing more.
-		"""
-		for module in self.modules():
-			if isinstance(module, Attention | FeedForward):
-				module.fused.clear()
-
-	def train(self, mode: bool = True) -> Transformer:
-		if mode:
-			self.clear_inference_cache()
-		return super().train(mode)
+	def _apply(self, fn, recurse=True):  # behind .to(), .cuda(), .half(), .to_empty()
+		# RoPE's frequencies are made afresh in float32 where the weights went, rather than converted:
+		# .to(bfloat16) would round them and turn the angles of far positions, and on the meta device
+		# (load_model builds the model there, then assigns the weights) they hold no numbers to move.
+		del self.rope_frequencies
+		super()._apply(fn, recurse)
+		frequencies = rope_frequencies(self.config.head_dim, self.config.rope_theta, self.token_embedding.weight.device)
+		self.register_buffer("rope_frequencies", frequencies, persistent=False)
+		return self
 
 	def forward(
 		self, tokens: torch.Tensor, cache: KVCache | None = None, padding: torch.Tensor | None = None
@@ -212,11 +195,9 @@ class Transformer(nn.Module):
 			mask = prepare_mask(backend, T, self.config.window, tokens.device)
 		else:
 			positions = cache.begin(T, padding)
-		if self._frequencies is None or self._frequencies.device != x.device:
-			self._frequencies = rope_frequencies(self.config.head_dim, self.config.rope_theta, x.device)
-		rope = rope_rotation(positions, self._frequencies)
-		for i, block in enumerate(self.blocks):
-			x = block(x, rope, backend, mask, cache, i)
+		rope = rope_rotation(positions, self.rope_frequencies)
+		for block in self.blocks:
+			x = block(x, rope, backend, mask, cache)
 		if cache is not None:
 			cache.end()
 		return self.final_linear(self.final_norm(x))

@@ -307,7 +307,6 @@ class Trainer:
 		finite = math.isfinite(loss) and math.isfinite(grad_norm)
 		if finite:
 			self.scaler.step(self.optimizer)
-			self.model.clear_inference_cache()  # the fused step changes weights without a version bump
 		if self.scaler.is_enabled():
 			self.scaler.update()
 		self.optimizer.zero_grad(set_to_none=True)
