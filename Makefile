@@ -1,11 +1,13 @@
-# Two commands do all the set-up on a fresh machine:
+# These commands do all the set-up on a fresh machine:
 #   make run    set up, then run the main job end to end on the embedded default corpus
 #   make test   set up, then lint and run the test suite
+#   make bench  set up, then run the benchmarks (BENCH="generation training" for some of them)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= tiny
 RUN_DIR ?= runs/$(PRESET)
+BENCH ?=
 
 .PHONY: run test lint bench clean-venv
 
@@ -29,7 +31,7 @@ test: lint
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.dev
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 clean-venv:
 	rm -rf $(VENV)

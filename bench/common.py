@@ -14,6 +14,13 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SKIPPED = 77  # exit status of a benchmark that cannot run on this machine (python -m bench reports it)
+
+
+def skip(reason: str) -> None:
+	"""Stop a benchmark that needs what this machine lacks (a GPU, the French corpus), saying why."""
+	print(f"skipped: {reason}", file=sys.stderr)
+	raise SystemExit(SKIPPED)
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:

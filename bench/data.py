@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.common import SHARED_DATA, print_table, write_results
+from bench.common import SHARED_DATA, print_table, skip, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE_TOKENS = 52e9  # the DimensionGPT release's corpus
@@ -164,7 +164,7 @@ def main() -> None:
 	parser.add_argument("--dedup-documents", type=int, default=200_000, help="documents put in the index in (c)")
 	args = parser.parse_args()
 	if not (SHARED_DATA / "corpus_fr").is_dir():
-		sys.exit(f"this benchmark needs the French corpus at {SHARED_DATA / 'corpus_fr'}")
+		skip(f"this benchmark needs the French corpus at {SHARED_DATA / 'corpus_fr'}")
 	cores = sorted(os.sched_getaffinity(0))
 	if len(cores) < 2:
 		sys.exit("this benchmark compares 1 and 2 cores: it needs 2")
