@@ -28,10 +28,9 @@ class RMSNorm(nn.Module):
 		self.weight = nn.Parameter(torch.ones(dim))
 
 	def forward(self, x: torch.Tensor) -> torch.Tensor:
-		# x * rsqrt(mean(x²) + eps) in float32 (the mean of squares over/underflows in half precision),
-		# then times the weight in the input's dtype, as the release did.
-		x32 = x.float()
-		return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+		# x * rsqrt(mean(x²) + eps) * weight; torch computes it in float32 whatever the input's dtype (the
+		# mean of squares over/underflows in half precision) and rounds once, at the end.
+		return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 def rope_frequencies(head_dim: int, theta: float, device: torch.device | str | None = None) -> torch.Tensor:
@@ -94,9 +93,8 @@ class Attention(nn.Module):
 	) -> torch.Tensor:
 		B, T, _ = x.shape
 		qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
-		qk = apply_rope(qkv[:, :, : self.n_heads + self.n_kv_heads], rope)  # one rotation for query and key heads
-		q, k = qk.split((self.n_heads, self.n_kv_heads), dim=2)
-		v = qkv[:, :, self.n_heads + self.n_kv_heads :]
+		qk, v = qkv.split((self.n_heads + self.n_kv_heads, self.n_kv_heads), dim=2)
+		q, k = apply_rope(qk, rope).split((self.n_heads, self.n_kv_heads), dim=2)  # one rotation for both
 		if cache is None:
 			y = attention(q, k, v, self.window, backend, mask)
 		else:
