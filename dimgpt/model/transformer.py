@@ -1,7 +1,7 @@
 """The DimensionGPT transformer: pre-norm blocks of grouped-query sliding-window attention and SwiGLU.
 
-The `state_dict` keys are those of the released weights (`blocks.{i}.attention.query.weight`, ...), so
-released files load unchanged and ours load in the original code.
+The `state_dict` keys are those of the released weights (`blocks.{i}.attention.query.weight`, ...; the
+list is in docs/dimensiongpt.md), so released files load unchanged and ours load in the original code.
 Inside, the query/key/value projections are one Linear (`attention.qkv`) and so are the SwiGLU's
 linear_1/linear_2 (`feed_forward.linear_12`): one matmul each, in training and in generation alike;
 `release_keys` splits them on save and concatenates them on load. No biases; the output layer is tied
