@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench                       # all of them, one after the other
     .venv/bin/python -m bench generation training   # some of them, by name
+    .venv/bin/python -m bench generation --quick    # one of them, with its own options
     .venv/bin/python -m bench --list                # their names and what each measures
 
-Each runs in its own process with its default settings (pass options by running `python -m bench.NAME`
-directly), prints its table and writes bench/results/NAME.json. A new module in bench/ with an
+Each runs in its own process (with its default settings unless one benchmark is named with options),
+prints its table and writes bench/results/NAME.json. A new module in bench/ with an
 `if __name__ == "__main__":` block joins automatically. A benchmark that needs something this machine
 lacks (a GPU, the French corpus) exits with `common.SKIPPED` and is reported as skipped, not failed.
 """
@@ -47,11 +48,11 @@ def discover() -> dict[str, str]:
 	return found
 
 
-def run(name: str) -> tuple[str, float, list[str]]:
+def run(name: str, options: list[str]) -> tuple[str, float, list[str]]:
 	"""Run bench.NAME in a child process; (status, seconds, results files it wrote)."""
 	start = time.time()
-	print(f"\n=== bench.{name} ===", flush=True)
-	code = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT).returncode
+	print(f"\n=== bench.{name} {' '.join(options)} ===", flush=True)
+	code = subprocess.run([sys.executable, "-m", f"bench.{name}", *options], cwd=ROOT).returncode
 	seconds = time.time() - start
 	written = sorted(p.name for p in RESULTS.glob("*.json") if p.stat().st_mtime >= start) if RESULTS.is_dir() else []
 	if code == SKIPPED:
@@ -72,7 +73,7 @@ def main() -> None:
 	)
 	parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(benchmarks)}")
 	parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-	args = parser.parse_args()
+	args, options = parser.parse_known_args()
 	if args.list:
 		print_table(
 			"benchmarks (python -m bench NAME, or python -m bench.NAME --help for options)",
@@ -83,7 +84,9 @@ def main() -> None:
 	unknown = [name for name in args.names if name not in benchmarks]
 	if unknown:
 		parser.error(f"unknown benchmark {', '.join(unknown)}; choose among {', '.join(benchmarks)}")
-	rows = [[name, *run(name)] for name in args.names or benchmarks]
+	if options and len(args.names) != 1:
+		parser.error(f"options {' '.join(options)} go to one benchmark: name exactly one")
+	rows = [[name, *run(name, options)] for name in args.names or benchmarks]
 	print_table(
 		"benchmarks run",
 		["name", "status", "seconds", "results"],

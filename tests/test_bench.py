@@ -1,4 +1,6 @@
-"""`python -m bench`: the benchmarks are found in bench/ (not listed by hand), listed, chosen by name."""
+"""`python -m bench`: the benchmarks are found in bench/ (not listed by hand), listed, chosen by name.
+
+Running one takes minutes: that is checked by hand (`python -m bench generation --quick`), not here."""
 
 from __future__ import annotations
 
@@ -28,3 +30,8 @@ def test_list_and_unknown_name() -> None:
 	unknown = subprocess.run([sys.executable, "-m", "bench", "nope"], cwd=ROOT, capture_output=True, text=True)
 	assert unknown.returncode == 2
 	assert "unknown benchmark nope; choose among" in unknown.stderr
+	two = subprocess.run(
+		[sys.executable, "-m", "bench", "generation", "training", "--quick"], cwd=ROOT, capture_output=True, text=True
+	)
+	assert two.returncode == 2
+	assert "options --quick go to one benchmark: name exactly one" in two.stderr
