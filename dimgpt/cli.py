@@ -443,6 +443,53 @@ def _chat(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
+@command
+def _serve(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser("serve", help="serve a model: OpenAI-compatible HTTP API and a web chat page")
+	p.add_argument(
+		"--model",
+		default="models/DimensionGPT-0.2B-Chat.pt",
+		help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt (default: %(default)s)",
+	)
+	p.add_argument("--vocab", help="vocab.txt (default: next to the model, in its run directory, or data/vocab.txt)")
+	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+	p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+	p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+	p.add_argument("--max-batch", type=int, default=16, help="requests decoded together (default: %(default)s)")
+	p.add_argument(
+		"--max-queue", type=int, default=64, help="requests waiting for a free slot before 503s (default: %(default)s)"
+	)
+	p.add_argument(
+		"--max-tokens", type=int, default=512, help="most new tokens one request may ask for (default: %(default)s)"
+	)
+	p.add_argument(
+		"--api-key",
+		default=os.environ.get("DIMGPT_API_KEY"),
+		help="require 'Authorization: Bearer KEY' on every endpoint (default: $DIMGPT_API_KEY, else none)",
+	)
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.errors import UsageError
+		from dimgpt.serve.api import Limits, serve
+
+		if args.max_batch < 1 or args.max_queue < 0 or args.max_tokens < 1:
+			raise UsageError("--max-batch and --max-tokens must be at least 1, --max-queue at least 0")
+		serve(
+			args.model,
+			vocab=args.vocab,
+			device=args.device,
+			host=args.host,
+			port=args.port,
+			max_batch=args.max_batch,
+			max_queue=args.max_queue,
+			limits=Limits(max_tokens=args.max_tokens),
+			api_key=args.api_key or None,
+		)
+		return 0
+
+	p.set_defaults(handler=handler)
+
+
 # The order `--help` lists the commands in: the order of the work (commands not named here go last).
 WORKFLOW = (
 	"run",

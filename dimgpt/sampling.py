@@ -99,6 +99,32 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
 	return logits
 
 
+def choose_tokens(
+	logits: torch.Tensor,
+	settings: SamplingConfig,
+	banned: torch.Tensor,
+	history: torch.Tensor,
+	history_real: torch.Tensor | None,
+	context: int,
+	generator: torch.Generator | None = None,
+) -> torch.Tensor:
+	"""The next token of each row [B] from its float32 logits [B, V] and its tokens so far [B, L].
+
+	Penalty, banned tokens, then greedy or temperature, top-k, top-p and a draw from `generator`.
+	`history_real` marks the real tokens of a left-padded history (None: all real).
+	"""
+	scores = logits  # log-probabilities up to a constant per row, which nothing below sees
+	if settings.repetition_penalty:
+		scores = apply_repetition_penalty(
+			logits.log_softmax(dim=-1), history, settings.repetition_penalty, context, history_real
+		)
+	scores = scores.masked_fill(banned, float("-inf"))
+	if settings.temperature <= 0:
+		return scores.argmax(dim=-1)
+	scores = filter_top_k_top_p(scores / settings.temperature, settings.top_k, settings.top_p)
+	return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
 class Sampler:
 	"""Generates from a Transformer, with a KV cache (or full recomputation, for comparison)."""
 
@@ -116,6 +142,14 @@ class Sampler:
 	def device(self) -> torch.device:
 		return self.model.token_embedding.weight.device
 
+	def banned_mask(self, stop_ids: Sequence[int]) -> torch.Tensor:
+		"""[vocab] bool, True on the ids never sampled: `banned_tokens` and the spare vocabulary slots."""
+		banned = torch.zeros(self.model.config.vocab_size, dtype=torch.bool, device=self.device)
+		banned[banned_tokens(stop_ids)] = True
+		if self.tokenizer is not None:
+			banned[self.tokenizer.vocab_size :] = True  # spare slots: no token to decode
+		return banned
+
 	@torch.inference_mode()  # no autograd bookkeeping at all: less per-op overhead per token than no_grad
 	def steps(
 		self,
@@ -130,7 +164,6 @@ class Sampler:
 			raise ValueError("every prompt needs at least one token (start with START_OF_TEXT)")
 		model, device = self.model, self.device
 		model.eval()
-		vocab = model.config.vocab_size
 		B, L = len(prompts), max(len(p) for p in prompts)
 		tokens = torch.full((B, L), END_OF_TEXT, dtype=torch.long, device=device)
 		real = torch.zeros(B, L, dtype=torch.bool, device=device)
@@ -138,10 +171,7 @@ class Sampler:
 			tokens[i, L - len(p) :] = torch.tensor(list(p), dtype=torch.long)
 			real[i, L - len(p) :] = True
 		padded = not bool(real.all())
-		banned = torch.zeros(vocab, dtype=torch.bool, device=device)
-		banned[banned_tokens(stop_ids)] = True
-		if self.tokenizer is not None:
-			banned[self.tokenizer.vocab_size :] = True  # spare slots: no token to decode
+		banned = self.banned_mask(stop_ids)
 		stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
 		generator = None
 		if settings.seed is not None:
@@ -164,21 +194,9 @@ class Sampler:
 			else:
 				logits = model(history[:, n - 1 : n], cache)[:, -1]
 			logits = logits.float()
-			scores = logits  # log-probabilities up to a constant per row, which nothing below sees
-			if settings.repetition_penalty:
-				scores = apply_repetition_penalty(
-					logits.log_softmax(dim=-1),
-					history[:, :n],
-					settings.repetition_penalty,
-					context,
-					history_real[:, :n],
-				)
-			scores = scores.masked_fill(banned, float("-inf"))
-			if settings.temperature <= 0:
-				next_tokens = scores.argmax(dim=-1)
-			else:
-				scores = filter_top_k_top_p(scores / settings.temperature, settings.top_k, settings.top_p)
-				next_tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+			next_tokens = choose_tokens(
+				logits, settings, banned, history[:, :n], history_real[:, :n], context, generator
+			)
 			stopped = torch.isin(next_tokens, stops) & ~done if len(stops) else torch.zeros_like(done)
 			yield Step(next_tokens, logits, stopped, done.clone())
 			if len(stops):

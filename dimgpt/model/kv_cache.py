@@ -108,3 +108,99 @@ class KVCache:
 
 	def memory_bytes(self) -> int:
 		return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class RowCache:
+	"""Decoding cache of independent sequences, one per row, for continuous batching.
+
+	Each row holds its own sequence at its own positions (the positions it would have alone), in
+	KVCache's slot layout (position p in slot p % (window + 1)). A sequence joins with `add`, its
+	prompt already run through a KVCache of batch 1, and leaves with `remove`, both between steps.
+	The rows in use are always 0..rows-1 (removing a row moves the last one into its place), so a
+	step works on views of the buffers. A step feeds one new token per row.
+	"""
+
+	def __init__(
+		self,
+		config: ModelConfig,
+		capacity: int,
+		device: torch.device | str = "cpu",
+		dtype: torch.dtype = torch.float32,
+	) -> None:
+		self.window = config.window
+		self.size = config.window + 1
+		shape = (capacity, config.n_kv_heads, self.size, config.head_dim)
+		self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+		self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+		self.slot_positions = torch.full((capacity, self.size), -1, dtype=torch.long, device=device)
+		self.positions: list[int] = []  # tokens seen by each row in use (kept on the host: no sync per step)
+		self._step: tuple | None = None
+
+	@property
+	def capacity(self) -> int:
+		return self.slot_positions.shape[0]
+
+	@property
+	def rows(self) -> int:
+		return len(self.positions)
+
+	def add(self, cache: KVCache) -> int:
+		"""Take over the sequence a full-size, unpadded KVCache of batch 1 holds; returns its row."""
+		if self.rows == self.capacity:
+			raise ValueError(f"the RowCache is full ({self.capacity} rows)")
+		if cache.size != self.size or cache.keys[0].shape[0] != 1 or cache.last_padding >= 0:
+			raise ValueError("RowCache.add takes a KVCache of batch 1, without padding, of size window + 1")
+		row = self.rows
+		for layer in range(len(self.keys)):
+			self.keys[layer][row] = cache.keys[layer][0]
+			self.values[layer][row] = cache.values[layer][0]
+		self.slot_positions[row] = cache.slot_positions
+		self.positions.append(cache.position)
+		return row
+
+	def remove(self, row: int) -> None:
+		"""Free `row`; the last row moves into its place (the caller renumbers it likewise)."""
+		last = self.rows - 1
+		if row != last:
+			for layer in range(len(self.keys)):
+				self.keys[layer][row] = self.keys[layer][last]
+				self.values[layer][row] = self.values[layer][last]
+			self.slot_positions[row] = self.slot_positions[last]
+			self.positions[row] = self.positions[last]
+		self.slot_positions[last] = -1
+		self.positions.pop()
+
+	def begin(self, T: int, padding: torch.Tensor | None = None) -> torch.Tensor:
+		"""Plan a step of one token per row in use; returns their positions, [rows, 1]."""
+		if T != 1 or padding is not None:
+			raise ValueError("a RowCache step feeds one token per row, without padding")
+		device = self.slot_positions.device
+		n = self.rows
+		positions = torch.tensor(self.positions, dtype=torch.long, device=device)
+		rows = torch.arange(n, device=device)
+		slots = positions % self.size
+		# Write first, then attend over the buffer, as KVCache does: the slot overwritten held a key
+		# just out of the window.
+		self.slot_positions[rows, slots] = positions
+		if min(self.positions) + 1 >= self.size:
+			mask = None  # every row's buffer is full: every key is within the window
+		else:
+			mask = (self.slot_positions[:n] >= 0)[:, None, None, :]
+		self._step = (rows, slots, mask)
+		return positions[:, None]
+
+	def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+		"""Store this layer's new keys/values and attend. q: [rows,1,H,D]; k, v: [rows,1,Hkv,D]."""
+		rows, slots, mask = self._step
+		n = self.rows
+		cache_k, cache_v = self.keys[layer][:n], self.values[layer][:n]
+		cache_k[rows, :, slots] = k[:, 0]
+		cache_v[rows, :, slots] = v[:, 0]
+		return decode_attention(q, cache_k, cache_v, mask)
+
+	def end(self) -> None:
+		self.positions = [p + 1 for p in self.positions]
+		self._step = None
+
+	def memory_bytes(self) -> int:
+		return sum(t.numel() * t.element_size() for t in self.keys + self.values)

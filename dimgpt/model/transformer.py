@@ -39,15 +39,19 @@ def rope_frequencies(head_dim: int, theta: float, device: torch.device | str | N
 
 
 def rope_rotation(positions: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
-	"""RoPE rotation of each position as unit complex numbers, [T, head_dim / 2] (angles in float32)."""
-	angles = torch.outer(positions.float(), frequencies)
+	"""RoPE rotation of each position as unit complex numbers, [..., head_dim / 2] (angles in float32).
+
+	positions: [T] (one sequence layout for the batch) or [B, T] (each row at its own positions, as
+	the rows of a RowCache are).
+	"""
+	angles = positions.float()[..., None] * frequencies  # torch.outer's product for [T]
 	return torch.polar(torch.ones_like(angles), angles)
 
 
 def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 	"""Rotate adjacent pairs (dims 2k, 2k+1, one complex number) of each head. x: [B, T, H, D]."""
 	pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-	return torch.view_as_real(pairs * rotation[:, None, :]).flatten(-2).type_as(x)
+	return torch.view_as_real(pairs * rotation[..., None, :]).flatten(-2).type_as(x)
 
 
 def release_keys(module: nn.Module, fused: str, parts: dict[str, int]) -> None:
