@@ -74,13 +74,14 @@ def _auth() -> dict[str, str]:
 
 
 def test_row_cache_gives_each_row_the_logits_of_its_sequence_alone():
-	"""Three sequences join at steps 0, 5 and 12, the first leaves at step 20 (the last row takes its
-	place), all pass the window (8): each row's logits are those of its sequence decoded alone."""
+	"""Three sequences join at steps 0 and 5 (the last two run together, right-padded), the first leaves
+	at step 20 (the last row takes its place), all pass the window (8): each row's logits are those of
+	its sequence decoded alone."""
 	torch.manual_seed(0)
 	config = ModelConfig(vocab_size=200, context_length=48, window=8, dim=64, n_layers=3, n_heads=4, n_kv_heads=2)
 	model = Transformer(config).eval()
-	prompts = [[START_OF_TEXT, *range(20, 20 + n)] for n in (5, 30, 12)]
-	joins, leave, steps = (0, 5, 12), 20, 40
+	prompts = [[START_OF_TEXT, *range(20, 20 + n)] for n in (5, 8, 3)]  # the batch (8 + 1) fits window + 1
+	joins, leave, steps = {0: [0], 5: [1, 2]}, 20, 40
 
 	def feed(k: int, i: int) -> int:  # the i-th token fed to sequence k
 		return 100 + (7 * i + k) % 50
@@ -97,11 +98,17 @@ def test_row_cache_gives_each_row_the_logits_of_its_sequence_alone():
 		owner: list[int] = []  # the sequence in each row
 		for t in range(steps):
 			if t in joins:
-				k = joins.index(t)
-				cache = model.make_cache(1)
-				got[k].append(model(torch.tensor([prompts[k]]), cache)[0, -1])
-				assert rows.add(cache) == len(owner)
-				owner.append(k)
+				group = joins[t]
+				lengths = [len(prompts[k]) for k in group]
+				batch = torch.full((len(group), max(lengths)), END_OF_TEXT)
+				for i, k in enumerate(group):
+					batch[i, : lengths[i]] = torch.tensor(prompts[k])
+				cache = model.make_cache(len(group))
+				logits = model(batch, cache)
+				for i, k in enumerate(group):
+					got[k].append(logits[i, lengths[i] - 1])
+					assert rows.add(cache, i, lengths[i]) == len(owner)
+					owner.append(k)
 			if t == leave:
 				i = owner.index(0)
 				rows.remove(i)
@@ -111,7 +118,7 @@ def test_row_cache_gives_each_row_the_logits_of_its_sequence_alone():
 			logits = model(tokens, rows)[:, -1]
 			for i, k in enumerate(owner):
 				got[k].append(logits[i])
-	assert [len(g) for g in got] == [leave + 1, steps - 5 + 1, steps - 12 + 1]
+	assert [len(g) for g in got] == [leave + 1, steps - 5 + 1, steps - 5 + 1]
 	for k in range(3):
 		torch.testing.assert_close(torch.stack(got[k]), expected[k][: len(got[k])], rtol=1e-5, atol=1e-5)
 
@@ -450,7 +457,7 @@ def test_serve_command_binds_localhost_and_reads_the_key_from_the_environment(tm
 	assert f"serving run on http://127.0.0.1:{port}" in out
 
 
-def _browser():
+def _browser(profile: Path):
 	if not (shutil.which("chromium") and shutil.which("chromedriver")):
 		pytest.skip("headless Chromium not installed (apt-get install chromium chromium-driver)")
 	webdriver = pytest.importorskip("selenium.webdriver")
@@ -465,6 +472,7 @@ def _browser():
 		"--disable-component-update",
 		"--disable-sync",
 		"--window-size=1100,900",
+		f"--user-data-dir={profile}",  # a fresh profile: no state from an earlier run
 	):
 		options.add_argument(flag)
 	options.binary_location = shutil.which("chromium")
@@ -476,7 +484,7 @@ def test_the_chat_page_streams_an_answer_in_a_real_browser(tmp_path, server: Bac
 	from selenium.webdriver.common.by import By
 	from selenium.webdriver.support.ui import WebDriverWait
 
-	driver = _browser()
+	driver = _browser(tmp_path / "chromium-profile")
 	try:
 		driver.get(server.url + "/")
 		WebDriverWait(driver, 30).until(lambda d: "API key" in d.find_element(By.ID, "model").text)

@@ -115,7 +115,10 @@ class RowCache:
 
 	Each row holds its own sequence at its own positions (the positions it would have alone), in
 	KVCache's slot layout (position p in slot p % (window + 1)). A sequence joins with `add`, its
-	prompt already run through a KVCache of batch 1, and leaves with `remove`, both between steps.
+	prompt already run through a KVCache, and leaves with `remove`, both between steps. Prompts of
+	different lengths can be run together *right*-padded: causal attention keeps each real token from
+	seeing the padding after it, and `add` drops the padded slots (while the batch is no longer than
+	window + 1, no padding has overwritten a real slot of the rolling buffer).
 	The rows in use are always 0..rows-1 (removing a row moves the last one into its place), so a
 	step works on views of the buffers. A step feeds one new token per row.
 	"""
@@ -144,18 +147,23 @@ class RowCache:
 	def rows(self) -> int:
 		return len(self.positions)
 
-	def add(self, cache: KVCache) -> int:
-		"""Take over the sequence a full-size, unpadded KVCache of batch 1 holds; returns its row."""
+	def add(self, cache: KVCache, index: int = 0, length: int | None = None) -> int:
+		"""Take over sequence `index` of a full-size KVCache filled from position 0 without left padding:
+		its first `length` tokens (default: all; the rest is right padding). Returns its row."""
+		length = cache.position if length is None else length
 		if self.rows == self.capacity:
 			raise ValueError(f"the RowCache is full ({self.capacity} rows)")
-		if cache.size != self.size or cache.keys[0].shape[0] != 1 or cache.last_padding >= 0:
-			raise ValueError("RowCache.add takes a KVCache of batch 1, without padding, of size window + 1")
+		if cache.size != self.size or cache.last_padding >= 0:
+			raise ValueError("RowCache.add takes a KVCache of size window + 1 without left padding")
+		if not 0 < length <= cache.position or (length < cache.position and cache.position > self.size):
+			raise ValueError(f"a right-padded batch must be at most {self.size} tokens long (window + 1)")
 		row = self.rows
 		for layer in range(len(self.keys)):
-			self.keys[layer][row] = cache.keys[layer][0]
-			self.values[layer][row] = cache.values[layer][0]
-		self.slot_positions[row] = cache.slot_positions
-		self.positions.append(cache.position)
+			self.keys[layer][row] = cache.keys[layer][index]
+			self.values[layer][row] = cache.values[layer][index]
+		positions = cache.slot_positions
+		self.slot_positions[row] = positions.masked_fill(positions >= length, -1)
+		self.positions.append(length)
 		return row
 
 	def remove(self, row: int) -> None:

@@ -23,11 +23,13 @@ import contextlib
 import hmac
 import json
 import math
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ from dimgpt.serve.engine import Request as Job
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_STOP_CHARS = 200
+INLINE_ENCODE_BYTES = 16_384  # request bodies below this are encoded on the event loop (microseconds)
+SWITCH_INTERVAL_S = 0.001  # see `serve`
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -214,17 +218,15 @@ def create_app(engine: Engine, name: str, *, api_key: str | None = None, limits:
 			)
 		return ids
 
+	mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
+
 	def submit(
 		prompt: list[int], settings: SamplingConfig, stop: tuple[str, ...], stop_ids: tuple[int, ...]
 	) -> tuple[Job, asyncio.Queue[Output]]:
 		loop = asyncio.get_running_loop()
+		mailbox = mailboxes.setdefault(loop, _Mailbox(loop))
 		outputs: asyncio.Queue[Output] = asyncio.Queue()
-
-		def emit(output: Output) -> None:  # engine thread -> this request's event loop
-			with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
-				loop.call_soon_threadsafe(outputs.put_nowait, output)
-
-		job = Job(prompt, settings, emit, stop_ids=stop_ids, stop=stop)
+		job = Job(prompt, settings, lambda output: mailbox.post(outputs, output), stop_ids=stop_ids, stop=stop)
 		try:
 			engine.submit(job)
 		except QueueFull:
@@ -238,11 +240,15 @@ def create_app(engine: Engine, name: str, *, api_key: str | None = None, limits:
 		return job, outputs
 
 	async def run(request: Request, body: dict[str, Any], chat: bool) -> Response:
+		size = int(request.headers.get("content-length") or limits.max_body_bytes)
 		settings, stop, stream, include_usage = settings_of(body)
-		if chat:
-			prompt = await run_in_threadpool(chat_prompt, body.get("messages"), settings)
-		else:
-			prompt = await run_in_threadpool(completion_prompt, body.get("prompt"))
+		make = (
+			partial(chat_prompt, body.get("messages"), settings)
+			if chat
+			else partial(completion_prompt, body.get("prompt"))
+		)
+		# A short text is encoded at once; a long one in a worker thread, not to stall the other streams.
+		prompt = make() if size < INLINE_ENCODE_BYTES else await run_in_threadpool(make)
 		stop_ids = (USER, END_OF_TEXT) if chat else (END_OF_TEXT,)
 		job, outputs = submit(prompt, settings, stop, stop_ids)
 		ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -445,6 +451,30 @@ def _usage(output: Output) -> dict[str, int]:
 # --- streaming
 
 
+class _Mailbox:
+	"""Hands the engine thread's outputs to the event loop: one wake-up for all the outputs of a step,
+	not one per token (each wake-up costs the loop a system call and the GIL)."""
+
+	def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+		self.loop = loop
+		self.lock = threading.Lock()
+		self.pending: list[tuple[asyncio.Queue[Output], Output]] = []
+
+	def post(self, queue: asyncio.Queue[Output], output: Output) -> None:  # engine thread
+		with self.lock:
+			self.pending.append((queue, output))
+			if len(self.pending) > 1:
+				return  # a delivery is scheduled already
+		with contextlib.suppress(RuntimeError):  # the loop is gone (server shutting down)
+			self.loop.call_soon_threadsafe(self._deliver)
+
+	def _deliver(self) -> None:  # event loop
+		with self.lock:
+			pending, self.pending = self.pending, []
+		for queue, output in pending:
+			queue.put_nowait(output)
+
+
 async def _stream_events(
 	outputs: asyncio.Queue[Output], head: dict[str, Any], chat: bool, include_usage: bool
 ) -> AsyncIterator[bytes]:
@@ -465,6 +495,10 @@ async def _stream_events(
 		yield chunk("", None, first=True)
 	while True:
 		output = await outputs.get()
+		while not output.finish_reason and not outputs.empty():  # the client is behind: one chunk for all
+			following = outputs.get_nowait()
+			following.text = output.text + following.text
+			output = following
 		if output.finish_reason == "cancelled":
 			return
 		if output.finish_reason == "error":
@@ -571,6 +605,9 @@ def serve(
 	from dimgpt.sampling import load_sampler
 
 	sampler = load_sampler(model, vocab, device)
+	# The engine thread runs Python between its torch calls; at the default 5 ms switch interval the
+	# event loop waits that long for the GIL each time it needs it, which delays every first token.
+	sys.setswitchinterval(SWITCH_INTERVAL_S)
 	engine = Engine(sampler, max_batch=max_batch, max_queue=max_queue)
 	name = model_name(model)
 	app = create_app(engine, name, api_key=api_key, limits=limits)

@@ -1,10 +1,10 @@
 """Continuous batching: one thread decodes every running request together, one token per step.
 
 A request waits in a bounded queue until a row is free (`max_batch` rows). Between two steps the
-engine drops the rows that finished or whose client left, then admits waiting requests: each prompt
-is run alone through a KVCache of batch 1 (so each sequence sits at the positions it would have
-alone), its first token drawn from that forward, and its cache moved into a row of the shared
-RowCache. A step then feeds the last token of every row in one batched forward.
+engine drops the rows that finished or whose client left, then admits waiting requests: their
+prompts run together through a KVCache, right-padded, so that each sequence sits at the positions it
+would have alone; each first token is drawn from that forward, and each sequence moves into a row of
+the shared RowCache. A step then feeds the last token of every row in one batched forward.
 
 Each row draws with its own settings (`choose_tokens`, rows grouped by settings) and, when it has a
 seed, its own generator, so a seeded or greedy request gives the tokens it gives alone whatever
@@ -77,6 +77,7 @@ class Engine:
 		config = self.model.config
 		self.context = config.context_length
 		weight = self.model.token_embedding.weight
+		self.device = weight.device
 		self.cache = RowCache(config, max_batch, weight.device, weight.dtype)
 		# The last `context` tokens of each row, right-aligned, for the repetition penalty.
 		self.history = torch.full((max_batch, self.context), END_OF_TEXT, dtype=torch.long, device=weight.device)
@@ -142,8 +143,8 @@ class Engine:
 					admitted.append(self._waiting.popleft())
 			try:
 				with torch.inference_mode():
-					for request in admitted:
-						self._start(request)
+					if admitted:
+						self._start(admitted)
 					self._drop_finished()
 					if self.rows:
 						self._step()
@@ -153,40 +154,51 @@ class Engine:
 		for row in list(self.rows):
 			self._finish_quietly(row.request)
 
-	def _start(self, request: Request) -> None:
-		"""Run the prompt, draw its first token and give it a row (unless that token ends it)."""
-		if request.cancelled:
-			return self._finish_quietly(request)
+	def _start(self, requests: list[Request]) -> None:
+		"""Run the prompts, draw their first tokens and give them rows (unless that token ends them).
+
+		Prompts up to window + 1 tokens run together, right-padded (see RowCache); longer ones alone.
+		"""
+		requests = [r for r in requests if not r.cancelled or self._finish_quietly(r)]
+		size = self.cache.size
+		short = [r for r in requests if len(r.prompt) <= size]
+		for group in ([short] if short else []) + [[r] for r in requests if len(r.prompt) > size]:
+			lengths = [len(r.prompt) for r in group]
+			prompts = torch.full((len(group), max(lengths)), END_OF_TEXT, dtype=torch.long, device=self.device)
+			for i, request in enumerate(group):
+				prompts[i, : lengths[i]] = torch.tensor(request.prompt, dtype=torch.long)
+			cache = self.model.make_cache(len(group))
+			logits = self.model(prompts, cache).float()
+			for i, request in enumerate(group):
+				index = self.cache.add(cache, i, lengths[i])
+				self.rows.append(self._row(request))
+				recent = prompts[i, max(0, lengths[i] - self.context) : lengths[i]]
+				self.history[index] = END_OF_TEXT
+				self.history[index, self.context - len(recent) :] = recent
+				self.history_real[index] = False
+				self.history_real[index, self.context - len(recent) :] = True
+				row = self.rows[index]
+				token = choose_tokens(
+					logits[i : i + 1, lengths[i] - 1],
+					request.settings,
+					self._banned_mask(request.stop_ids),
+					self.history[index : index + 1],
+					self.history_real[index : index + 1],
+					self.context,
+					row.generator,
+				)
+				self._accept(index, token)
+
+	def _row(self, request: Request) -> _Row:
 		settings = request.settings
 		generator = None
 		if settings.seed is not None and settings.temperature > 0:
-			generator = torch.Generator(device=self.cache.slot_positions.device).manual_seed(settings.seed)
+			generator = torch.Generator(device=self.device).manual_seed(settings.seed)
 		if settings.temperature > 0:
 			key = (settings.temperature, settings.top_k, settings.top_p, settings.repetition_penalty, request.stop_ids)
 		else:
 			key = (0.0, 0, 1.0, settings.repetition_penalty, request.stop_ids)
-		row = _Row(request, generator, (*key, id(generator)) if generator else key)
-		device = self.cache.slot_positions.device
-		prompt = torch.tensor([request.prompt], dtype=torch.long, device=device)
-		cache = self.model.make_cache(1)
-		logits = self.model(prompt, cache)[:, -1].float()
-		index = self.cache.add(cache)
-		self.rows.append(row)
-		recent = request.prompt[-self.context :]
-		self.history[index] = END_OF_TEXT
-		self.history[index, self.context - len(recent) :] = prompt[0, -self.context :]
-		self.history_real[index] = False
-		self.history_real[index, self.context - len(recent) :] = True
-		token = choose_tokens(
-			logits,
-			settings,
-			self._banned_mask(request.stop_ids),
-			self.history[index : index + 1],
-			self.history_real[index : index + 1],
-			self.context,
-			generator,
-		)
-		self._accept(index, token)
+		return _Row(request, generator, (*key, id(generator)) if generator else key)
 
 	def _step(self) -> None:
 		n = len(self.rows)
@@ -259,11 +271,12 @@ class Engine:
 		)
 		row.sent = len(row.text)
 
-	def _finish_quietly(self, request: Request) -> None:
-		"""End a request whose client left (nobody reads it, but the consumer may be waiting)."""
+	def _finish_quietly(self, request: Request) -> bool:
+		"""End a request whose client left (nobody reads it, but the consumer may be waiting). False."""
 		if not request.finished:
 			request.finished = True
 			request.emit(Output(finish_reason="cancelled", prompt_tokens=len(request.prompt)))
+		return False
 
 	def _drop_finished(self) -> None:
 		"""Free the rows of finished and cancelled requests (a freed row takes the last row's place)."""

@@ -1,0 +1,247 @@
+"""Serving: aggregate tokens/s and time to first token at 1, 4 and 16 concurrent streaming clients,
+continuous batching (`--max-batch 16`) vs one request at a time (`--max-batch 1`).
+
+    .venv/bin/python -m bench.serve                 # 3 repeats, 4 requests per client
+    .venv/bin/python -m bench.serve --repeats 1     # quicker
+
+The `tiny` preset's model (random weights, seed 0; a 4,096-token vocabulary trained on the embedded
+corpus), float32 on the CPU, served by two `python -m dimgpt serve` processes started side by side
+(one per side, `--threads` torch threads each); this process runs the clients (threads, httpx).
+Each client sends its requests one after another: a streamed chat completion of one short question,
+greedy, `max_tokens` 64 (a random model may stop earlier; both sides decode the same tokens, so the
+counts match). Aggregate tokens/s: completion tokens of all requests / wall time from the first
+request sent to the last answer read. Time to first token: from sending a request to reading its first
+text chunk (per request; the run's median). Each repeat measures every client count on both sides,
+alternating which side goes first; the table gives the median and min-max over repeats.
+
+Targets: at 16 clients, batched >= 4x the aggregate tokens/s of one at a time; batched time to first
+token at 16 clients <= 2x that at 1 client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from bench.common import print_table, write_results
+from dimgpt.config import get_preset
+from dimgpt.data.corpus import embedded_documents
+from dimgpt.data.tokenizer import Tokenizer
+from dimgpt.model.loading import save_model
+from dimgpt.model.transformer import Transformer
+
+CLIENTS = (1, 4, 16)
+SIDES = {"batched": 16, "one at a time": 1}  # --max-batch of each side
+QUESTIONS = ["How do I write a loop?", "What is a class?", "Explain the with statement.", "What does yield do?"]
+
+
+def make_model(directory: Path) -> None:
+	"""The tiny preset with random weights and a vocabulary trained on the embedded corpus, saved as a run."""
+	tokenizer = Tokenizer.train(list(embedded_documents()), get_preset("tiny").data.vocab_size, progress=False)
+	torch.manual_seed(0)
+	config = get_preset("tiny").model
+	if tokenizer.vocab_size > config.vocab_size:
+		raise SystemExit(f"the vocabulary has {tokenizer.vocab_size} tokens, more than the model's {config.vocab_size}")
+	save_model(Transformer(config), directory / "checkpoints" / "best")
+	tokenizer.save(directory / "vocab.txt")
+
+
+def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
+	with socket.socket() as s:
+		s.bind(("127.0.0.1", 0))
+		port = s.getsockname()[1]
+	root = Path(__file__).resolve().parents[1]
+	env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(root)}
+	env.pop("DIMGPT_API_KEY", None)
+	command = [sys.executable, "-m", "dimgpt", "serve", "--model", str(model), "--device", "cpu"]
+	command += ["--port", str(port), "--max-batch", str(max_batch), "--max-queue", "64"]
+	process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+	url = f"http://127.0.0.1:{port}"
+	deadline = time.monotonic() + 300
+	while True:
+		if process.poll() is not None:
+			raise SystemExit(f"the server exited with status {process.returncode}: {' '.join(command)}")
+		try:
+			if httpx.get(url + "/health", timeout=2).status_code == 200:
+				return process, url
+		except httpx.TransportError:
+			pass
+		if time.monotonic() > deadline:
+			process.kill()
+			raise SystemExit("the server did not start within 5 minutes")
+		time.sleep(0.2)
+
+
+def one_request(http: httpx.Client, url: str, question: str, max_tokens: int) -> tuple[float, int, str]:
+	"""(seconds to the first text chunk, completion tokens, text) of one streamed chat completion."""
+	body = {
+		"messages": [{"role": "user", "content": question}],
+		"temperature": 0,
+		"max_tokens": max_tokens,
+		"stream": True,
+		"stream_options": {"include_usage": True},
+	}
+	start = time.perf_counter()
+	first, tokens, text = None, 0, []
+	with http.stream("POST", url + "/v1/chat/completions", json=body) as response:
+		if response.status_code != 200:
+			raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:200]!r}")
+		for line in response.iter_lines():
+			if not line.startswith("data: ") or line == "data: [DONE]":
+				continue
+			chunk = json.loads(line[6:])
+			if chunk.get("usage"):
+				tokens = chunk["usage"]["completion_tokens"]
+			if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+				if first is None:
+					first = time.perf_counter() - start
+				text.append(chunk["choices"][0]["delta"]["content"])
+	return (first if first is not None else time.perf_counter() - start), tokens, "".join(text)
+
+
+def run_clients(url: str, clients: int, requests: int, max_tokens: int) -> dict:
+	"""`clients` threads each sending `requests` requests in turn; aggregate rate and per-request TTFT."""
+	results: list[tuple[int, float, int, str]] = []
+	errors: list[str] = []
+	lock = threading.Lock()
+	barrier = threading.Barrier(clients + 1)
+
+	def client(c: int) -> None:
+		with httpx.Client(timeout=600) as http:
+			barrier.wait()
+			for i in range(requests):
+				question = QUESTIONS[(c + i) % len(QUESTIONS)]
+				try:
+					ttft, tokens, text = one_request(http, url, question, max_tokens)
+				except Exception as error:
+					with lock:
+						errors.append(f"{type(error).__name__}: {error}")
+					continue
+				with lock:
+					results.append(((c + i) % len(QUESTIONS), ttft, tokens, text))
+
+	threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+	for thread in threads:
+		thread.start()
+	barrier.wait()
+	start = time.perf_counter()
+	for thread in threads:
+		thread.join()
+	wall = time.perf_counter() - start
+	tokens = sum(r[2] for r in results)
+	return {
+		"tokens_per_s": tokens / wall,
+		"ttft_s": statistics.median(r[1] for r in results) if results else float("nan"),
+		"tokens": tokens,
+		"wall_s": wall,
+		"errors": errors,
+		"answers": {q: t for q, _, _, t in results},
+	}
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
+	v = [x * scale for x in values]
+	return f"{statistics.median(v):.{digits}f} [{min(v):.{digits}f}-{max(v):.{digits}f}]"
+
+
+def main() -> None:
+	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+	parser.add_argument("--repeats", type=int, default=3)
+	parser.add_argument("--requests", type=int, default=4, help="requests per client (default: 4)")
+	parser.add_argument("--max-tokens", type=int, default=64)
+	parser.add_argument("--threads", type=int, default=1, help="torch threads of each server (default: 1)")
+	args = parser.parse_args()
+
+	with tempfile.TemporaryDirectory() as tmp:
+		model = Path(tmp) / "tiny"
+		make_model(model)
+		servers = {side: start_server(model, batch, args.threads) for side, batch in SIDES.items()}
+		try:
+			for _, url in servers.values():  # warm-up: first forward, encoder
+				run_clients(url, 1, 1, 8)
+			runs: dict[tuple[str, int], list[dict]] = {}
+			for repeat in range(args.repeats):
+				order = list(SIDES) if repeat % 2 == 0 else list(SIDES)[::-1]
+				for clients in CLIENTS:
+					for side in order:
+						result = run_clients(servers[side][1], clients, args.requests, args.max_tokens)
+						runs.setdefault((side, clients), []).append(result)
+						print(
+							f"repeat {repeat + 1}/{args.repeats}  {clients:2d} clients  {side:13s}  "
+							f"{result['tokens_per_s']:7.1f} tokens/s  first token {result['ttft_s'] * 1000:7.1f} ms"
+							+ (f"  {len(result['errors'])} errors" if result["errors"] else ""),
+							flush=True,
+						)
+		finally:
+			for process, _ in servers.values():
+				process.terminate()
+				process.wait(timeout=30)
+
+	errors = sum(len(r["errors"]) for rs in runs.values() for r in rs)
+	same = all(r["answers"] == runs[("one at a time", c)][0]["answers"] for (side, c), rs in runs.items() for r in rs)
+	rows = []
+	for clients in CLIENTS:
+		for side in SIDES:
+			rs = runs[(side, clients)]
+			rows.append(
+				[
+					clients,
+					side,
+					spread([r["tokens_per_s"] for r in rs]),
+					spread([r["ttft_s"] for r in rs], 1000),
+					sum(r["tokens"] for r in rs) // len(rs),
+				]
+			)
+	header = ["clients", "decoding", "tokens/s (aggregate)", "first token, ms", "tokens a run"]
+	print_table(
+		f"Serving, tiny preset, CPU, {args.threads} torch thread(s) a server: median [min-max] of {args.repeats}",
+		header,
+		rows,
+	)
+
+	def ratio(a: list[dict], b: list[dict], key: str) -> list[float]:
+		return [x[key] / y[key] for x, y in zip(a, b)]
+
+	speedup = {c: ratio(runs[("batched", c)], runs[("one at a time", c)], "tokens_per_s") for c in CLIENTS}
+	ttft_ratio = ratio(runs[("batched", 16)], runs[("batched", 1)], "ttft_s")
+	ratio_rows = [[f"tokens/s, batched / one at a time, {c} clients", spread(speedup[c], digits=2)] for c in CLIENTS]
+	ratio_rows.append(["first token, batched: 16 clients / 1 client", spread(ttft_ratio, digits=2)])
+	print_table("Ratios (same repeat, median [min-max])", ["ratio", "value"], ratio_rows)
+	targets = {
+		"tokens/s at 16 clients >= 4x one at a time": statistics.median(speedup[16]) >= 4,
+		"first token at 16 clients <= 2x at 1 client": statistics.median(ttft_ratio) <= 2,
+	}
+	for target, met in targets.items():
+		print(f"target {'met' if met else 'MISSED'}: {target}")
+	print(f"errors: {errors}; greedy answers identical on both sides and at every client count: {same}")
+	write_results(
+		"serve",
+		{
+			"settings": vars(args),
+			"runs": {
+				f"{side}/{clients}": [{k: v for k, v in r.items() if k != "answers"} for r in rs]
+				for (side, clients), rs in runs.items()
+			},
+			"speedup": {str(c): v for c, v in speedup.items()},
+			"ttft_16_over_1": ttft_ratio,
+			"targets": targets,
+			"errors": errors,
+			"same_answers": same,
+		},
+	)
+
+
+if __name__ == "__main__":
+	main()
