@@ -36,11 +36,11 @@ import httpx
 import torch
 
 from bench.common import print_table, write_results
-from dimgpt.config import get_preset
 from dimgpt.data.corpus import embedded_documents
 from dimgpt.data.tokenizer import Tokenizer
 from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 
 CLIENTS = (1, 4, 16)
 SIDES = {"batched": 16, "one at a time": 1}  # --max-batch of each side

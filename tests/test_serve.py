@@ -21,11 +21,12 @@ import openai
 import pytest
 import torch
 
-from dimgpt.config import ModelConfig, get_preset
+from dimgpt.config import ModelConfig
 from dimgpt.data.tokenizer import ASSISTANT, CONTROL_TOKENS, END_OF_TEXT, START_OF_TEXT, SYSTEM, USER, Tokenizer
 from dimgpt.model.kv_cache import RowCache
 from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.api import BackgroundServer, Limits, create_app, parse_messages
 from dimgpt.serve.engine import Engine
