@@ -351,7 +351,8 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
-def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+	"""--model, --vocab and --device: the weights to load and where (generate, chat, serve)."""
 	p.add_argument(
 		"--model",
 		default="models/DimensionGPT-0.2B-Chat.pt",
@@ -359,6 +360,10 @@ def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 	)
 	p.add_argument("--vocab", help="vocab.txt (default: next to the model, in its run directory, or data/vocab.txt)")
 	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+
+
+def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+	_add_model_arguments(p)
 	p.add_argument("--temperature", type=float, default=0.5, help="0 = greedy (default: 0.5)")
 	p.add_argument("--top-k", type=int, default=0, help="0 = off (default: 0)")
 	p.add_argument("--top-p", type=float, default=0.9, help="1 = off (default: 0.9)")
@@ -446,13 +451,7 @@ def _chat(sub: argparse._SubParsersAction) -> None:
 @command
 def _serve(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("serve", help="serve a model: OpenAI-compatible HTTP API and a web chat page")
-	p.add_argument(
-		"--model",
-		default="models/DimensionGPT-0.2B-Chat.pt",
-		help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt (default: %(default)s)",
-	)
-	p.add_argument("--vocab", help="vocab.txt (default: next to the model, in its run directory, or data/vocab.txt)")
-	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+	_add_model_arguments(p)
 	p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
 	p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
 	p.add_argument("--max-batch", type=int, default=16, help="requests decoded together (default: %(default)s)")
