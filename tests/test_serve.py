@@ -363,6 +363,35 @@ def test_a_client_that_leaves_frees_its_slot_at_once(small_server):
 		assert done.status_code == 200 and done.json()["usage"]["completion_tokens"] == 5
 
 
+def test_a_client_that_stops_waiting_for_a_whole_answer_frees_its_slot(small_server):
+	server, engine = small_server
+	body = {"prompt": "Bonjour", "max_tokens": 100_000, "temperature": 0, "repetition_penalty": 0}
+	with pytest.raises(httpx.ReadTimeout):  # not streamed: the client gives up before the end
+		httpx.post(server.url + "/v1/completions", json=body, timeout=1.0)
+	assert _wait_for(lambda: engine.stats()["running"] == 0) < 2.0
+
+
+def test_a_failed_step_fails_its_requests_and_the_server_goes_on(small_server, monkeypatch):
+	server, engine = small_server
+	forward = engine.model.forward
+	calls = []
+
+	def failing_once(*args, **kwargs):
+		calls.append(1)
+		if len(calls) == 3:  # a decoding step, after the prompt's forward
+			raise RuntimeError("out of memory (simulated)")
+		return forward(*args, **kwargs)
+
+	monkeypatch.setattr(engine.model, "forward", failing_once)
+	body = {"prompt": "Bonjour", "max_tokens": 10, "temperature": 0}
+	failed = httpx.post(server.url + "/v1/completions", json=body, timeout=30)
+	assert failed.status_code == 500 and "simulated" in failed.json()["error"]["message"]
+	assert failed.json()["error"]["type"] == "server_error"
+	streamed = httpx.post(server.url + "/v1/completions", json={**body, "stream": True}, timeout=30)
+	assert streamed.status_code == 200 and '"finish_reason": "length"' in streamed.text  # the next one runs
+	assert engine.stats()["running"] == 0
+
+
 def test_a_full_queue_answers_503_with_retry_after(small_server):
 	server, engine = small_server
 	first, second = httpx.Client(timeout=30), httpx.Client(timeout=30)
