@@ -17,6 +17,7 @@ deterministic, so several passes over a source see the same documents in the sam
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import io
@@ -152,16 +153,8 @@ def _json_array(path: str) -> bool:
 
 def _hub_stream(source: SourceConfig, split: str, cache_dir: str | Path | None):
 	"""The streamed hub dataset of one split (hub ids and local folders alike)."""
-	from datasets import load_dataset
-
 	try:
-		return load_dataset(
-			source.path,
-			source.hf_config,
-			split=split,
-			streaming=True,
-			cache_dir=str(cache_dir) if cache_dir is not None else None,
-		)
+		return _load_stream(source.path, source.hf_config, split, str(cache_dir) if cache_dir is not None else None)
 	except Exception as error:
 		config = f" (config {source.hf_config!r})" if source.hf_config else ""
 		raise SourceNotFoundError(
@@ -170,6 +163,15 @@ def _hub_stream(source: SourceConfig, split: str, cache_dir: str | Path | None):
 			"local files (`--sources PATH.txt PATH.jsonl`, or `--sources embedded`), or set "
 			"HF_DATASETS_OFFLINE=1 to read what your Hugging Face cache already holds."
 		) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _load_stream(path: str, config: str | None, split: str, cache_dir: str | None):
+	"""load_dataset(streaming=True), once per process and split: it resolves the data files (over HTTP for
+	the hub), which a worker would otherwise repeat for every piece."""
+	from datasets import load_dataset
+
+	return load_dataset(path, config, split=split, streaming=True, cache_dir=cache_dir)
 
 
 def read_piece(
