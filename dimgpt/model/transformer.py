@@ -87,7 +87,7 @@ class Attention(nn.Module):
 		self.layer = layer  # this layer's slot in a KVCache
 		self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
 		self.window = config.window
-		# query, key and value in one matmul (faster to train and to generate); saved as the release's three
+		# query, key and value in one matmul, in training and generation alike; saved as the release's three
 		self.qkv = nn.Linear(config.dim, config.dim + 2 * config.kv_dim, bias=False)
 		release_keys(self, "qkv", {"query": config.dim, "key": config.kv_dim, "value": config.kv_dim})
 		self.projection = nn.Linear(config.dim, config.dim, bias=False)
