@@ -172,7 +172,8 @@ def _finetune(sub: argparse._SubParsersAction) -> None:
 		import dataclasses
 		from pathlib import Path
 
-		from dimgpt.training.build import dataset_mix, resolve_recipe
+		from dimgpt.runs import dataset_mix
+		from dimgpt.training.build import resolve_recipe
 		from dimgpt.training.finetune import finetune
 
 		data = Path(args.data) if args.data else Path(args.from_run) / "data"

@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dimgpt import runs
 from dimgpt.data.tokenizer import PADDING, START_OF_TEXT, Tokenizer
-from dimgpt.errors import MismatchError, NotFoundError, UsageError
+from dimgpt.errors import NotFoundError, UsageError
 from dimgpt.model.transformer import Transformer
 
 LOGITS_BUDGET = 256 * 2**20  # bytes of float32 logits one batch may hold, when no batch size is given
@@ -278,11 +279,7 @@ def evaluate(
 	"""
 	name = str(model) if isinstance(model, str | Path) else "model"
 	model, tokenizer = load_model_and_tokenizer(model, tokenizer, device)
-	if tokenizer.vocab_size > model.config.vocab_size:
-		raise MismatchError(
-			f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}: "
-			"use the vocab.txt these weights were trained with (--vocab)"
-		)
+	runs.check_vocab(tokenizer.vocab_size, model.config.vocab_size, "the tokenizer (--vocab)", name)
 	if not isinstance(texts, Mapping):
 		texts = {"text": texts}
 	scorer = Scorer(model, stride=stride, batch_size=batch_size, progress=progress)
@@ -313,21 +310,20 @@ def load_model_and_tokenizer(
 	model: str | Path | Transformer, tokenizer: Tokenizer | str | Path | None = None, device: str = "auto"
 ) -> tuple[Transformer, Tokenizer]:
 	"""The model at `model` (see `load_model`) in eval mode and its tokenizer (default: the vocab.txt found beside it)."""
-	from dimgpt.model.loading import find_vocab, load_model
-	from dimgpt.sampling import pick_device
+	from dimgpt.device import inference_dtype, pick_device
+	from dimgpt.model.loading import load_model
 
 	if not isinstance(tokenizer, Tokenizer):
 		if tokenizer is None:
 			if not isinstance(model, str | Path):
 				raise UsageError("give the tokenizer (or the path of its vocab.txt) of an already loaded model")
-			tokenizer = find_vocab(model)
+			tokenizer = runs.find_vocab(model)
 			if tokenizer is None:
 				raise NotFoundError(f"no vocab.txt found next to {model} nor in its run directory: pass --vocab")
 		tokenizer = Tokenizer.load(tokenizer)
 	if isinstance(model, str | Path):
 		torch_device = pick_device(device)
-		dtype = torch.bfloat16 if torch_device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-		model = load_model(model, vocab_size=tokenizer.vocab_size, device=torch_device, dtype=dtype)
+		model = load_model(model, device=torch_device, dtype=inference_dtype(torch_device))
 	return model, tokenizer
 
 

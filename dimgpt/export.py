@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from dimgpt import runs
 from dimgpt.config import ModelConfig
+from dimgpt.data.chat_format import ANSWER_ENDS, jinja_template
 from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE, clean
 from dimgpt.data.tokenizer import (
 	CONTROL_TOKENS,
@@ -48,11 +50,10 @@ from dimgpt.data.tokenizer import (
 	START_OF_TEXT,
 	TAB,
 	UNKNOWN,
-	USER,
 	Tokenizer,
 )
-from dimgpt.errors import BadFileError, MismatchError, NotFoundError, UsageError
-from dimgpt.model.loading import find_vocab, write_safetensors
+from dimgpt.errors import BadFileError, NotFoundError
+from dimgpt.model.loading import write_safetensors
 from dimgpt.sampling import SamplingConfig, banned_tokens
 
 if TYPE_CHECKING:
@@ -68,24 +69,9 @@ LONGEST_WORD = 10_000
 # no cleaning first. Each is one pass of the normalizer over the text, hence a short list.
 TYPOGRAPHY = "«»‘’“”—–―…°\r\u00a0\u202f\u2009\u00ad\u200d\ufe0fÁáÍíÓóÚúÝýÒòÌìÑñÃãÕõÅåØøß"
 
-# The chat format (docs/dimensiongpt.md, "Chat format"), as `dimgpt.data.instruct.format_conversations` writes it: each turn is its role
-# token then its text; an assistant answer ends at the next ⮜user⮞ or at ⮜end-of-text⮞. The message
-# texts must be cleaned by the caller, as for the tokenizer.
-CHAT_TEMPLATE = (
-	"{{ bos_token }}"
-	"{% for message in messages %}"
-	"{% if message['role'] == 'system' %}⮜system⮞"
-	"{% elif message['role'] == 'user' %}⮜user⮞"
-	"{% elif message['role'] == 'assistant' %}⮜assistant⮞"
-	"{% elif message['role'] == 'human' %}⮜human⮞"
-	"{% else %}{{ raise_exception('roles are system, user, assistant or human, not ' + message['role']) }}"
-	"{% endif %}"
-	# Message text never holds a control token: its brackets go, as `clean` drops them, so that a user
-	# cannot forge a turn by typing "⮜end-of-text⮞⮜system⮞" (the tokenizer maps those strings to control ids).
-	"{{ message['content'] | replace('⮜', '') | replace('⮞', '') | trim }}"
-	"{% endfor %}"
-	"{% if add_generation_prompt %}⮜assistant⮞{% else %}{{ eos_token }}{% endif %}"
-)
+# The chat format's template (`dimgpt.data.chat_format`); message texts must be cleaned by the caller,
+# as for the tokenizer.
+CHAT_TEMPLATE = jinja_template()
 
 # Our names -> transformers' names. Block keys are relative to `blocks.{i}.` / `model.layers.{i}.`.
 TOP_LEVEL_NAMES = {
@@ -188,7 +174,7 @@ def generation_config(config: ModelConfig) -> dict:
 	tokens but ⮜tab⮞ and ⮜new-line⮞ (text), as `dimgpt.sampling.ChatSession`; temperature 0.5 and top-p 0.9 are the release's defaults.
 	Its repetition penalty (a recency-weighted one) has no equivalent in transformers and is left out.
 	"""
-	stops = [END_OF_TEXT, USER]
+	stops = list(ANSWER_ENDS)
 	return {
 		"bos_token_id": START_OF_TEXT,
 		"eos_token_id": stops,
@@ -227,12 +213,8 @@ def _checked_tokenizer(tokenizer: Tokenizer | str | Path, vocab_size: int | None
 	name = "the tokenizer" if isinstance(tokenizer, Tokenizer) else str(tokenizer)
 	if not isinstance(tokenizer, Tokenizer):
 		tokenizer = Tokenizer.load(tokenizer)
-	# A model may have room for more tokens than its vocabulary (the trainer allows it), never fewer.
-	if vocab_size is not None and tokenizer.vocab_size > vocab_size:
-		raise MismatchError(
-			f"{name} has {tokenizer.vocab_size} tokens but the model has a vocabulary of {vocab_size}: "
-			"give the vocab.txt the model was trained with"
-		)
+	if vocab_size is not None:
+		runs.check_vocab(tokenizer.vocab_size, vocab_size, name, "the model")
 	return tokenizer
 
 
@@ -311,7 +293,7 @@ def export_hf(
 	from dimgpt.model.loading import load_model
 
 	if isinstance(model_or_path, str | Path):
-		model = load_model(checkpoint_path(model_or_path))
+		model = load_model(runs.checkpoint(model_or_path))
 	else:
 		model = model_or_path
 		for _ in range(2):  # unwrap torch.compile and DistributedDataParallel, in either order
@@ -337,9 +319,9 @@ def export_command(
 	model_path: str | Path, out_dir: str | Path, vocab: str | Path | None = None, checkpoint: str = "auto"
 ) -> Path:
 	"""`python -m dimgpt export-hf`: resolve the checkpoint and its vocab.txt, export, say where it went."""
-	weights = checkpoint_path(model_path, checkpoint)
+	weights = runs.checkpoint(model_path, checkpoint)
 	if vocab is None:
-		vocab = find_vocab(weights)
+		vocab = runs.find_vocab(weights)
 		if vocab is None:
 			raise NotFoundError(
 				f"no vocab.txt found next to {weights} or in its run directory: "
@@ -351,25 +333,6 @@ def export_command(
 	print(f"wrote a transformers MistralForCausalLM checkpoint to {out_dir}")
 	print("load it with transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained; clean() text first")
 	return out_dir
-
-
-def checkpoint_path(path: str | Path, which: str = "auto") -> Path:
-	"""The weights behind `path`; for a run directory, checkpoints/`which` ("auto": best if there, else last)."""
-	order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}
-	if which not in order:
-		raise UsageError(f"checkpoint must be 'auto', 'best' or 'last', got {which!r}")
-	path = Path(path)
-	if not path.exists():
-		raise NotFoundError(f"no model at {path}: give a run directory, a checkpoint directory or a weights file")
-	if path.is_file() or (path / "model.safetensors").is_file():
-		return path
-	for name in order[which]:
-		if (path / "checkpoints" / name / "model.safetensors").is_file():
-			return path / "checkpoints" / name
-	raise NotFoundError(
-		f"{path} holds no model.safetensors and no checkpoints/{'|'.join(order[which])}/model.safetensors: "
-		"give a run directory, a checkpoint directory or a weights file"
-	)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -10,9 +10,9 @@ temperature (0 = greedy), top-k, top-p. Control tokens other than the stop token
 except ⮜tab⮞ and ⮜new-line⮞, which are text. Ids past the tokenizer's vocabulary (spare slots of a
 larger model vocabulary) are never sampled either.
 
-Chat format (docs/dimensiongpt.md, "Chat format"): `⮜start-of-text⮞ [⮜system⮞ preprompt] ⮜user⮞ question ⮜assistant⮞ answer
-⮜user⮞ …`. An answer ends at the model's next ⮜user⮞ or ⮜end-of-text⮞ (neither is shown); outside
-chat, generation stops at ⮜end-of-text⮞. The history is trimmed, oldest turns first, so that the
+Chat format (`dimgpt.data.chat_format`): `⮜start-of-text⮞ [⮜system⮞ preprompt] ⮜user⮞ question
+⮜assistant⮞ answer ⮜user⮞ …`. An answer ends at the model's next ⮜user⮞ or ⮜end-of-text⮞ (neither is
+shown); outside chat, generation stops at ⮜end-of-text⮞. The history is trimmed, oldest turns first, so that the
 prompt leaves room for the answer inside the context.
 """
 
@@ -25,18 +25,18 @@ from pathlib import Path
 
 import torch
 
+from dimgpt import runs
+from dimgpt.data import chat_format
 from dimgpt.data.tokenizer import (
-	ASSISTANT,
 	CONTROL_TOKENS,
 	END_OF_TEXT,
 	NEW_LINE,
 	START_OF_TEXT,
-	SYSTEM,
 	TAB,
-	USER,
 	Tokenizer,
 )
-from dimgpt.errors import MismatchError, NotFoundError
+from dimgpt.device import inference_dtype, pick_device
+from dimgpt.errors import NotFoundError
 from dimgpt.model.transformer import Transformer
 
 TEXT_CONTROL_TOKENS = (TAB, NEW_LINE)  # tab and newline in text: control tokens that may be sampled
@@ -132,11 +132,8 @@ class Sampler:
 		self.model = model
 		self.tokenizer = tokenizer
 		# A tokenizer smaller than the model's vocabulary is fine (spare slots, never sampled); larger is not.
-		if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
-			raise MismatchError(
-				f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary only "
-				f"{model.config.vocab_size}: use the vocab.txt these weights were trained with"
-			)
+		if tokenizer is not None:
+			runs.check_vocab(tokenizer.vocab_size, model.config.vocab_size, "the tokenizer", "the model")
 
 	@property
 	def device(self) -> torch.device:
@@ -326,12 +323,12 @@ class ChatSession:
 		budget = context - min(self.settings.max_new_tokens, context // 2)
 		head = [START_OF_TEXT]
 		if self.system:
-			head += [SYSTEM, *self.tokenizer.encode(self.system)]
+			head += chat_format.turn("system", self.tokenizer.encode(self.system))
 		head = head[: budget // 2]  # a preprompt never takes more than half the room
-		current = [USER, *self.tokenizer.encode(question), ASSISTANT]
+		current = [*chat_format.turn("user", self.tokenizer.encode(question)), chat_format.GENERATION_PROMPT]
 		if len(head) + len(current) > budget:  # an overlong question keeps its end
-			current = [USER, *current[len(head) + len(current) - budget + 1 :]]
-		turns = [[USER, *q, ASSISTANT, *a] for q, a in self.turns]
+			current = chat_format.turn("user", current[len(head) + len(current) - budget + 1 :])
+		turns = [chat_format.turn("user", q) + chat_format.turn("assistant", a) for q, a in self.turns]
 		while turns and len(head) + sum(map(len, turns)) + len(current) > budget:
 			turns.pop(0)
 		return head + [t for turn in turns for t in turn] + current
@@ -341,7 +338,7 @@ class ChatSession:
 		ids = self.prompt_ids(question)
 		printer = TextPrinter(self.tokenizer, stream, line_width) if stream else None
 		answer = []
-		for token in self.sampler.stream_ids(ids, self.settings, stop_ids=(USER, END_OF_TEXT)):
+		for token in self.sampler.stream_ids(ids, self.settings, stop_ids=chat_format.ANSWER_ENDS):
 			answer.append(token)
 			if printer:
 				printer(token)
@@ -357,16 +354,9 @@ class ChatSession:
 		return session
 
 
-def pick_device(device: str = "auto") -> torch.device:
-	""" "auto": CUDA when there is a GPU, else the CPU."""
-	if device == "auto":
-		return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-	return torch.device(device)
-
-
 def load_sampler(model: str | Path, vocab: str | Path | None = None, device: str = "auto") -> Sampler:
 	"""A Sampler for the weights at `model` (see `load_model`) and its vocab.txt (found when not given)."""
-	from dimgpt.model.loading import find_vocab, load_model
+	from dimgpt.model.loading import load_model
 
 	if not Path(model).exists():
 		if Path(model).name.startswith("DimensionGPT-"):  # the released weights: say where they go
@@ -379,8 +369,7 @@ def load_sampler(model: str | Path, vocab: str | Path | None = None, device: str
 			".safetensors file or a DimensionGPT .pt file); check the path"
 		)
 	if vocab is None:
-		vocab = find_vocab(model) or Path("data") / "vocab.txt"
+		vocab = runs.find_vocab(model) or Path("data") / runs.VOCAB_FILE
 	tokenizer = Tokenizer.load(vocab)
 	device = pick_device(device)
-	dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-	return Sampler(load_model(model, vocab_size=tokenizer.vocab_size, device=device, dtype=dtype), tokenizer)
+	return Sampler(load_model(model, device=device, dtype=inference_dtype(device)), tokenizer)

@@ -19,10 +19,10 @@ from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, one_threa
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
+from dimgpt.runs import saved_recipe
 from dimgpt.training.checkpoint import (
 	check_model_config,
 	has_checkpoint,
-	load_recipe,
 	load_training_state,
 	recover,
 	save_checkpoint,
@@ -39,12 +39,11 @@ def test_round_trip_is_plain_data(tmp_path: Path) -> None:
 	recipe = replace(get_preset("tiny"), model=SMALL, train=QUICK)
 	directory = save_checkpoint(tmp_path / "last", model, state, recipe)
 	assert sorted(p.name for p in directory.iterdir()) == [
-		"model.json",
 		"model.safetensors",
 		"recipe.json",
 		"training.pt",
 	]
-	assert load_recipe(directory) == recipe
+	assert saved_recipe(directory) == recipe  # every config once, the model's in the recipe
 	loaded = load_training_state(directory)  # weights_only=True inside
 	assert loaded["step"] == 7 and loaded["loaders"] == [{"step": 3}] and loaded["best"] is None
 	assert tuple(loaded["rng"][1]) == random.getstate()[1]

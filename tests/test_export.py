@@ -16,7 +16,7 @@ from dimgpt.data.cleaning import AUTHORISED, MULTI_EMOJI, clean
 from dimgpt.data.instruct import format_conversations
 from dimgpt.data.tokenizer import END_OF_TEXT, NEW_LINE, TAB, USER, Tokenizer
 from dimgpt.errors import ExitCode
-from dimgpt.export import TYPOGRAPHY, checkpoint_path, export_hf, find_vocab, hf_config, hf_state_dict
+from dimgpt.export import TYPOGRAPHY, export_hf, hf_config, hf_state_dict
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import Sampler, SamplingConfig
@@ -373,23 +373,3 @@ def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.C
 		ExitCode.MISMATCH,
 	)
 	assert not (tmp_path / "hf" / "model.safetensors").exists()
-
-
-def test_run_directory_layouts(tmp_path: Path) -> None:
-	run = tmp_path / "runs" / "tiny"
-	for name in ("best", "last"):
-		(run / "checkpoints" / name).mkdir(parents=True)
-		(run / "checkpoints" / name / "model.safetensors").touch()
-	assert checkpoint_path(run) == run / "checkpoints" / "best"
-	assert checkpoint_path(run, "last") == run / "checkpoints" / "last"
-	assert find_vocab(checkpoint_path(run)) is None
-	(run / "data").mkdir()
-	(run / "data" / "vocab.txt").touch()  # the dataset inside the run directory
-	assert find_vocab(checkpoint_path(run)) == (run / "data" / "vocab.txt").resolve()
-
-	chat = tmp_path / "elsewhere" / "chat"  # a fine-tuning run names its dataset in finetune.json
-	(chat / "checkpoints" / "last").mkdir(parents=True)
-	(chat / "checkpoints" / "last" / "model.safetensors").touch()
-	(chat / "finetune.json").write_text(json.dumps({"dataset": str(run / "data")}))
-	assert checkpoint_path(chat) == chat / "checkpoints" / "last"
-	assert find_vocab(checkpoint_path(chat)) == run / "data" / "vocab.txt"

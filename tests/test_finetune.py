@@ -22,10 +22,10 @@ from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
+from dimgpt.runs import checkpoint, saved_recipe
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.training.build import build_trainer, resolve_recipe
-from dimgpt.training.checkpoint import load_recipe
-from dimgpt.training.finetune import build_finetuner, finetune, pretrained_checkpoint
+from dimgpt.training.finetune import build_finetuner, finetune
 from dimgpt.training.schedule import learning_rate
 
 EXCHANGES = [
@@ -133,9 +133,9 @@ def test_refuses_to_write_into_the_pretrained_run(tmp_path, dataset):
 	for inside in (pretrained, pretrained / "chat", tmp_path):
 		with pytest.raises(ValueError, match="own --run-dir"):
 			finetune(pretrained, dataset, inside, progress=False, max_steps=1)
-	with pytest.raises(FileNotFoundError, match="no pretrained checkpoint"):
-		pretrained_checkpoint(tmp_path / "nothing")
-	assert pretrained_checkpoint(pretrained) == pretrained / "checkpoints" / "last"
+	with pytest.raises(FileNotFoundError, match="no model at"):
+		finetune(tmp_path / "nothing", dataset, tmp_path / "chat", progress=False)
+	assert checkpoint(pretrained) == pretrained / "checkpoints" / "last"
 
 
 def test_chat_model_stops_at_its_end_of_answer(tmp_path, monkeypatch, capsys):
@@ -265,7 +265,7 @@ def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, d
 	assert "from step 2" in capsys.readouterr().out
 
 	assert main(["finetune", "--from", str(pretrained), "--run-dir", str(chat), *common, "--max-steps", "2"]) == 0
-	recipe = load_recipe(chat / "checkpoints" / "last")
+	recipe = saved_recipe(chat / "checkpoints" / "last")
 	assert recipe.name == "fake" and recipe.model == model
 	assert recipe.train == replace(fake.finetune, max_steps=2)  # the pretrained run's fine-tuning recipe
 	first = json.loads((chat / "metrics.jsonl").read_text().splitlines()[0])
@@ -275,7 +275,7 @@ def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, d
 	other = tmp_path / "chat-tiny"
 	args = ["finetune", "--from", str(pretrained), "--run-dir", str(other), *common, "--max-steps", "1"]
 	assert main([*args, "--preset", "tiny", "--set", "batch_size=2"]) == 0
-	assert load_recipe(other / "checkpoints" / "last").train.lr == get_preset("tiny").finetune.lr
+	assert saved_recipe(other / "checkpoints" / "last").train.lr == get_preset("tiny").finetune.lr
 
 
 def test_a_0_2b_run_is_fine_tuned_with_the_0_2b_recipe(tmp_path):

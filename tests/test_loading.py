@@ -100,9 +100,9 @@ def test_explicit_config_overrides_inference(tmp_path: Path):
 	assert load_model(tmp_path / "w.pt", config=config).config == config
 
 
-def test_wrong_vocab_size_names_file_key_and_both_sizes(tmp_path: Path):
+def test_wrong_vocab_size_names_file_and_both_sizes(tmp_path: Path):
 	torch.save(_dimensiongpt_state_dict(), tmp_path / "w.pt")
-	with pytest.raises(ValueError, match=r"w\.pt.*120 tokens.*token_embedding\.weight.*\(120, 128\).*121"):
+	with pytest.raises(ValueError, match=r"121 tokens but the model has a vocabulary of 120: .*w\.pt"):
 		load_model(tmp_path / "w.pt", vocab_size=121)
 	assert load_model(tmp_path / "w.pt", vocab_size=119).config.vocab_size == 120  # spare slots are fine
 

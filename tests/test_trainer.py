@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -15,6 +14,7 @@ import torch
 from dimgpt.config import ModelConfig
 from dimgpt.data.create import create_data
 from dimgpt.data.loader import PretrainLoader
+from dimgpt.model.loading import read_model_config
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
 from dimgpt.training.metrics import read_metrics
@@ -227,7 +227,7 @@ def test_stop_file_saves_and_stops(tiny_data: Path, tmp_path: Path) -> None:
 	assert not (tmp_path / "STOP").exists()
 	state = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
 	assert state["step"] == 2 and state["loaders"] == [{"position": 2}]
-	assert json.loads((tmp_path / "checkpoints" / "last" / "model.json").read_text())["dim"] == SMALL.dim
+	assert read_model_config(tmp_path / "checkpoints" / "last") == SMALL  # from the weights file's header
 
 
 class InterruptingLoader(ListLoader):

@@ -1,7 +1,7 @@
 """Instruction data: conversations in the chat format, stored as flat tokens with per-token role marks.
 
 A record is `{"context": optional system text, "conversation": [{"role", "text"}, ...]}` (the French
-Instruct format; roles user | assistant | human | system). It becomes (docs/dimensiongpt.md, "Chat format")
+Instruct format; roles user | assistant | human | system). It becomes (`dimgpt.data.chat_format`)
 
     ⮜start-of-text⮞ [⮜system⮞ context] ⮜user⮞ question ⮜assistant⮞ answer ⮜user⮞ … ⮜end-of-text⮞
 
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from dimgpt.data.chat_format import ROLE_TOKENS, conversation, is_role_or_end, opens_answer, turn
 from dimgpt.data.store import (
 	FORMAT_VERSION,
 	Shard,
@@ -47,7 +48,6 @@ from dimgpt.data.store import (
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, HUMAN, START_OF_TEXT, SYSTEM, USER, Tokenizer
 
 PROMPT, ANSWER, PADDING_MARK = 0, 1, 2
-ROLE_TOKENS = {"user": USER, "assistant": ASSISTANT, "human": HUMAN, "system": SYSTEM}
 
 
 def parse_record(record: Any) -> tuple[list[tuple[str, str]], str | None]:
@@ -83,10 +83,10 @@ def role_marks(tokens: np.ndarray) -> np.ndarray:
 	answering = False
 	for i, token in enumerate(tokens.tolist()):
 		marks[i] = ANSWER if answering else PROMPT
-		if token in (USER, SYSTEM, END_OF_TEXT):
-			answering = False
-		elif token in (ASSISTANT, HUMAN):
+		if opens_answer(token):
 			answering = True
+		elif is_role_or_end(token):
+			answering = False
 	return marks
 
 
@@ -94,21 +94,17 @@ def format_conversations(turn_lists: list[list[tuple[str, str]]], tokenizer: Tok
 	"""Token ids of conversations in the chat format (all turn texts encoded in one parallel batch)."""
 	texts = [text for turns in turn_lists for _, text in turns]
 	encoded = iter(tokenizer.encode_batch(texts))
-	out = []
-	for turns in turn_lists:
-		parts = [np.array([START_OF_TEXT])]
-		for role, _ in turns:
-			parts += [np.array([ROLE_TOKENS[role]]), next(encoded)]
-		parts.append(np.array([END_OF_TEXT]))
-		out.append(np.concatenate(parts).astype(np.int64))
-	return out
+	return [
+		np.array(conversation((role, next(encoded).tolist()) for role, _ in turns), dtype=np.int64)
+		for turns in turn_lists
+	]
 
 
 def insert_preprompt(tokens: np.ndarray, marks: np.ndarray, preprompt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 	"""Insert `⮜system⮞ preprompt` (token ids without the marker) after ⮜start-of-text⮞, unless there is one."""
 	if len(tokens) > 1 and tokens[1] == SYSTEM:
 		return tokens, marks
-	head = np.concatenate([[SYSTEM], preprompt]).astype(tokens.dtype)
+	head = np.array(turn("system", preprompt.tolist()), dtype=tokens.dtype)
 	return (
 		np.concatenate([tokens[:1], head, tokens[1:]]),
 		np.concatenate([marks[:1], np.full(len(head), PROMPT, np.uint8), marks[1:]]),

@@ -1,10 +1,10 @@
 """Save and load model weights: our checkpoints, safetensors files, released DimensionGPT `.pt` state dicts.
 
 `save_model(model, directory)` writes `model.safetensors` (the config JSON also sits in its metadata)
-and `model.json`. `load_model(path)` takes such a directory (or a run directory: its
-checkpoints/best, else checkpoints/last), a `.safetensors` file, or a raw
-`state_dict` saved with `torch.save` (the released `DimensionGPT-0.2B.pt` / `-Chat.pt`), always read
-with `weights_only=True`.
+and `model.json`; a checkpoint holds the weights file alone (`save_weights`), its configs being in
+the run's recipe. `load_model(path)` takes such a directory, a run directory (its checkpoint, as
+`dimgpt.runs.checkpoint` chooses), a `.safetensors` file, or a raw `state_dict` saved with
+`torch.save` (the released `DimensionGPT-0.2B.pt` / `-Chat.pt`), always read with `weights_only=True`.
 
 Config, first found: the `config` argument, `model.json` next to the weights, the safetensors
 metadata, else inferred from the tensor shapes. Shapes give the vocabulary size, dim, layer count,
@@ -25,12 +25,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from dimgpt import runs
 from dimgpt.config import ModelConfig, from_dict, load_json, save_json, to_dict
-from dimgpt.errors import BadFileError, MismatchError, NotFoundError
+from dimgpt.errors import BadFileError
 from dimgpt.model.transformer import Transformer
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model.json"
+WEIGHTS_FILE = runs.WEIGHTS_FILE
+CONFIG_FILE = runs.MODEL_CONFIG_FILE
 TIED_KEY = "final_linear.weight"  # same matrix as token_embedding.weight; stored once in safetensors
 # A model.json must state these (a missing one would silently take the 0.2B model's default).
 SHAPE_FIELDS = ("vocab_size", "context_length", "window", "dim", "n_layers", "n_heads", "n_kv_heads")
@@ -40,13 +41,18 @@ INFERRED_WINDOW = 256
 
 
 def save_model(model: Transformer, directory: str | Path) -> None:
-	"""Write directory/model.safetensors and directory/model.json (the ModelConfig)."""
+	"""Write directory/model.safetensors and directory/model.json (the ModelConfig): weights saved alone."""
 	directory = Path(directory)
 	directory.mkdir(parents=True, exist_ok=True)
+	save_weights(model, directory / WEIGHTS_FILE)
+	save_json(model.config, directory / CONFIG_FILE)
+
+
+def save_weights(model: Transformer, path: str | Path) -> None:
+	"""Write the weights to a .safetensors file whose header also holds the ModelConfig (it loads alone)."""
 	state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k != TIED_KEY}
 	metadata = {"format": "pt", "dimgpt_model_config": json.dumps(to_dict(model.config))}
-	write_safetensors(state, directory / WEIGHTS_FILE, metadata)
-	save_json(model.config, directory / CONFIG_FILE)
+	write_safetensors(state, path, metadata)
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
@@ -100,12 +106,8 @@ def load_model(
 			raise BadFileError(f"{file}: the model config in its metadata is invalid ({error})") from None
 	if config is None:
 		config = infer_config(state, file)
-	if vocab_size is not None and vocab_size > config.vocab_size:
-		shape = tuple(state["token_embedding.weight"].shape) if "token_embedding.weight" in state else "?"
-		raise MismatchError(
-			f"{file}: the weights have a vocabulary of {config.vocab_size} tokens (token_embedding.weight "
-			f"{shape}) but the tokenizer has {vocab_size}: use the vocab.txt these weights were trained with"
-		)
+	if vocab_size is not None:
+		runs.check_vocab(vocab_size, config.vocab_size, "the tokenizer", file)
 	_check(state, config, file)
 	with torch.device("meta"):
 		model = Transformer(config)
@@ -157,26 +159,8 @@ def infer_config(state: dict[str, torch.Tensor], file: Path | str = "<state_dict
 
 
 def _locate(path: Path, config: ModelConfig | None) -> tuple[Path, ModelConfig | None]:
-	if path.is_dir():
-		file = path / WEIGHTS_FILE
-		for name in ("best", "last"):  # a run directory: its best checkpoint, else its last
-			if not file.is_file() and (path / "checkpoints" / name / WEIGHTS_FILE).is_file():
-				file = path / "checkpoints" / name / WEIGHTS_FILE
-		if not file.is_file():
-			pts = sorted(path.glob("*.pt"))
-			if len(pts) != 1:
-				raise NotFoundError(
-					f"{path}: no {WEIGHTS_FILE} in this directory nor in checkpoints/best or checkpoints/last; "
-					"pass the weights file itself (.safetensors or .pt)"
-				)
-			file = pts[0]
-	elif path.is_file():
-		file = path
-	else:
-		raise NotFoundError(
-			f"model weights not found: {path} (expected a checkpoint directory, a .safetensors file or a "
-			".pt state_dict such as models/DimensionGPT-0.2B-Chat.pt)"
-		)
+	where = runs.checkpoint(path)
+	file = where / WEIGHTS_FILE if where.is_dir() else where
 	if config is None and (file.parent / CONFIG_FILE).is_file():
 		config = load_json(ModelConfig, file.parent / CONFIG_FILE, required=SHAPE_FIELDS)
 	return file, config
@@ -249,21 +233,3 @@ def _check(state: dict[str, torch.Tensor], config: ModelConfig, file: Path) -> N
 		state[TIED_KEY], state["token_embedding.weight"]
 	):
 		raise BadFileError(f"{file}: {TIED_KEY} differs from token_embedding.weight, but the output layer is tied")
-
-
-def find_vocab(path: str | Path) -> Path | None:
-	"""The `vocab.txt` of the model at `path`: next to it, in a parent run directory or its data/dataset
-	directory, or in the dataset a fine-tuning run records in its finetune.json (None when none is found)."""
-	path = Path(path).resolve()
-	start = path if path.is_dir() else path.parent
-	for directory in [start, *list(start.parents)[:3]]:
-		candidates = [directory / "vocab.txt", directory / "data" / "vocab.txt", directory / "dataset" / "vocab.txt"]
-		try:  # a fine-tuning run records the dataset it was trained on
-			info = json.loads((directory / "finetune.json").read_text(encoding="utf-8"))
-			candidates.append(Path(info["dataset"]) / "vocab.txt")
-		except (OSError, ValueError, KeyError, TypeError):
-			pass
-		for candidate in candidates:
-			if candidate.is_file():
-				return candidate
-	return None

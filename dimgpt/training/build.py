@@ -11,7 +11,6 @@ overrides it (`resolve_recipe`). A run started from weights takes their model sh
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -19,18 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig, from_dict
+from dimgpt import runs
+from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig
 from dimgpt.errors import UsageError
 from dimgpt.presets import get_preset, preset_for_model
-from dimgpt.training.checkpoint import load_recipe
 from dimgpt.training.distributed import Distributed, cleanup_distributed, setup_distributed
 from dimgpt.training.trainer import Loader, Trainer, TrainResult
-
-
-def dataset_mix(dataset_dir: str | Path, recipe: Preset) -> InstructMix:
-	"""The conversation mix the dataset was made with (its data.json), else the recipe's."""
-	data = _data_config(Path(dataset_dir))
-	return data.instruct_mix if data is not None else recipe.data.instruct_mix
 
 
 def loaders(
@@ -49,7 +42,7 @@ def loaders(
 			dataset_dir,
 			config.batch_size,
 			model_config.context_length,
-			mix or (_data_config(Path(dataset_dir)) or DataConfig()).instruct_mix,
+			mix or (runs.dataset_config(dataset_dir) or DataConfig()).instruct_mix,
 			seed=config.seed,
 			instruction_weight=config.instruction_loss_weight,
 		)
@@ -62,20 +55,6 @@ def loaders(
 		return PretrainLoader(dataset_dir, split, config.batch_size, model_config.context_length, **common)
 
 	return make
-
-
-def saved_recipe(path: str | Path) -> Preset | None:
-	"""The recipe saved with the checkpoint at `path`: a checkpoint directory or a file in one, or a run
-	directory (its checkpoints/last, else best). A save killed half-way left it in `.NAME.old`."""
-	path = Path(path)
-	directory = path.parent if path.is_file() else path
-	candidates = [directory, directory / "checkpoints" / "last", directory / "checkpoints" / "best"]
-	for candidate in candidates:
-		for where in (candidate, candidate.parent / f".{candidate.name}.old"):
-			recipe = load_recipe(where) if where.is_dir() else None
-			if recipe is not None:
-				return recipe
-	return None
 
 
 def resolve_recipe(
@@ -91,13 +70,13 @@ def resolve_recipe(
 	if preset is not None:
 		recipe = get_preset(preset) if isinstance(preset, str) else preset
 		return recipe, recipe.train if kind == "pretrain" else recipe.finetune
-	own = saved_recipe(Path(run_dir) / "checkpoints" / "last")
+	own = runs.saved_recipe(runs.last_checkpoint(run_dir))
 	if own is not None:
 		return own, own.train
 	if start_from is None:
 		recipe = get_preset("tiny")
 	else:
-		recipe = saved_recipe(start_from) or _catalogue_recipe(start_from)
+		recipe = runs.saved_recipe(start_from) or _catalogue_recipe(start_from)
 	return recipe, recipe.train if kind == "pretrain" else recipe.finetune
 
 
@@ -143,14 +122,14 @@ def build_trainer(
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
 	if init_from is not None:  # the shape of the starting weights (a resumed run must still match it)
 		recipe = replace(recipe, model=read_model_config(init_from))
-	recipe = replace(recipe, data=_data_config(dataset_dir) or recipe.data)
+	recipe = replace(recipe, data=runs.dataset_config(dataset_dir) or recipe.data)
 	_check_vocab(dataset_dir, recipe.model)
 	env = setup_distributed()
-	if env.is_main and (dataset_dir / "vocab.txt").is_file():
+	if env.is_main and (dataset_dir / runs.VOCAB_FILE).is_file():
 		run_dir.mkdir(parents=True, exist_ok=True)  # the run carries its vocabulary, for sampling and export
-		shutil.copyfile(dataset_dir / "vocab.txt", run_dir / "vocab.txt")
+		shutil.copyfile(dataset_dir / runs.VOCAB_FILE, run_dir / runs.VOCAB_FILE)
 	if make_loader is None:
-		mix = mix or (dataset_mix(dataset_dir, recipe) if kind == "instruct" else None)
+		mix = mix or (runs.dataset_mix(dataset_dir, recipe) if kind == "instruct" else None)
 		make_loader = loaders(kind, dataset_dir, recipe.model, config, mix)
 	train_loader = make_loader("train", env)
 	val_loader = make_loader("validation", env) if config.eval_batches > 0 else None
@@ -201,19 +180,7 @@ def _dataset_tokens(loader: Any) -> int | None:
 
 
 def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
-	vocab = dataset_dir / "vocab.txt"
+	vocab = dataset_dir / runs.VOCAB_FILE
 	if vocab.is_file():
-		size = vocab.read_text(encoding="utf-8").count("\n") + 1
-		if size > model_config.vocab_size:
-			raise ValueError(
-				f"{vocab} has {size} tokens but the model's vocab_size is {model_config.vocab_size}; "
-				"use the preset the dataset was made for, or rebuild the dataset"
-			)
-
-
-def _data_config(dataset_dir: Path) -> DataConfig | None:
-	"""The DataConfig recorded in the dataset's data.json (kept with the checkpoints), if readable."""
-	try:
-		return from_dict(DataConfig, json.loads((dataset_dir / "data.json").read_text(encoding="utf-8"))["config"])
-	except (OSError, KeyError, ValueError, TypeError):
-		return None
+		tokens = vocab.read_text(encoding="utf-8").count("\n") + 1  # no trailing newline
+		runs.check_vocab(tokens, model_config.vocab_size, vocab, "this run's model")

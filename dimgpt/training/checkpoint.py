@@ -1,10 +1,11 @@
 """Checkpoints: model weights, optimizer and loader positions, written atomically.
 
-A checkpoint is a directory (`RUN_DIR/checkpoints/last`, `.../best`) holding
-`model.safetensors` + `model.json` (so `load_model(directory)` works on it alone), `training.pt`
-(optimizer, gradient scaler, counters, loader states, RNG states; plain tensors and containers,
-read back with `weights_only=True`) and `recipe.json`, the run's recipe (a `Preset`: the configs a
-run continued or started from this checkpoint takes by default).
+A checkpoint is a directory (`RUN_DIR/checkpoints/last`, `.../best`; the layout is `dimgpt.runs`'s)
+holding `model.safetensors` (its header holds the model config, so `load_model(directory)` works on
+it alone), `training.pt` (optimizer, gradient scaler, counters, loader states, RNG states; plain
+tensors and containers, read back with `weights_only=True`) and `recipe.json`, the run's recipe (a
+`Preset`: the configs a run continued or started from this checkpoint takes by default). Each
+config is written there once.
 
 Atomicity: the new checkpoint is written in full to `.NAME.tmp`, every file fsynced, then the old
 directory is renamed to `.NAME.old`, the new one to `NAME`, and the old one removed. A kill at any
@@ -22,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dimgpt.config import ModelConfig, Preset, from_dict, load_json, save_json
+from dimgpt import runs
+from dimgpt.config import ModelConfig, Preset, from_dict, save_json
 from dimgpt.errors import BadFileError, DiskError, MismatchError, NotFoundError, disk_error
-from dimgpt.model.loading import save_model
+from dimgpt.model.loading import save_weights
 
-TRAINING_STATE = "training.pt"
-RECIPE_FILE = "recipe.json"
+TRAINING_STATE, RECIPE_FILE = runs.TRAINING_STATE, runs.RECIPE_FILE
 
 
 def _fsync_path(path: Path) -> None:
@@ -70,7 +71,7 @@ def save_checkpoint(
 	shutil.rmtree(tmp, ignore_errors=True)
 	try:
 		tmp.mkdir()
-		save_model(model, tmp)
+		save_weights(model, tmp / runs.WEIGHTS_FILE)
 		# Through a Python file, so that a full disk is an OSError with its errno (torch.save on a path
 		# reports only an "enforce fail" RuntimeError).
 		with open(tmp / TRAINING_STATE, "wb") as f:
@@ -136,9 +137,3 @@ def check_model_config(saved: ModelConfig | dict[str, Any], wanted: ModelConfig,
 			f"{where} was made with a different model config ({'; '.join(differences)}); "
 			"use the preset it was trained with, or another run directory"
 		)
-
-
-def load_recipe(directory: str | Path) -> Preset | None:
-	"""The recipe saved with the checkpoint in `directory` (None when it has none: weights saved alone)."""
-	path = Path(directory) / RECIPE_FILE
-	return load_json(Preset, path) if path.is_file() else None

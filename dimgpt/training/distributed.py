@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from dimgpt.device import pick_device
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -32,14 +34,10 @@ class Distributed:
 		return self.rank == 0
 
 
-def default_device() -> torch.device:
-	return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def setup_distributed(device: str | torch.device | None = None) -> Distributed:
 	"""Join the process group `torchrun` describes in the environment (WORLD_SIZE, RANK, LOCAL_RANK)."""
 	world_size = int(os.environ.get("WORLD_SIZE", "1"))
-	device = torch.device(device) if device is not None else default_device()
+	device = pick_device(device)
 	if world_size == 1:
 		return Distributed(device=device)
 	rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

@@ -11,38 +11,15 @@ its own directory (checkpoints, metrics, plots, vocab.txt) and resumes from ther
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from dimgpt import runs
 from dimgpt.config import InstructMix, Preset, TrainConfig
 from dimgpt.training.build import build_trainer
 from dimgpt.training.distributed import cleanup_distributed
 from dimgpt.training.trainer import Trainer, TrainResult
-
-INFO_FILE = "finetune.json"
-
-
-def pretrained_checkpoint(path: str | Path, which: str = "auto") -> Path:
-	"""The checkpoint directory to start from: RUN_DIR/checkpoints/{best,last}, or a checkpoint directory.
-
-	which: "best", "last", or "auto" (best when the run has one, else last).
-	"""
-	path = Path(path)
-	if (path / "model.safetensors").is_file():
-		return path
-	checkpoints = path / "checkpoints"
-	order = {"auto": ("best", "last"), "best": ("best",), "last": ("last",)}
-	if which not in order:
-		raise ValueError(f"checkpoint must be 'auto', 'best' or 'last', got {which!r}")
-	for name in order[which]:
-		if (checkpoints / name / "model.safetensors").is_file():
-			return checkpoints / name
-	raise FileNotFoundError(
-		f"no pretrained checkpoint in {path}: expected {checkpoints}/{'|'.join(order[which])}/model.safetensors "
-		"(pass the run directory of a pretraining run, e.g. runs/tiny, or a checkpoint directory)"
-	)
 
 
 def _is_main() -> bool:
@@ -52,7 +29,7 @@ def _is_main() -> bool:
 def _check_separate(source: Path, run_dir: Path) -> None:
 	"""Refuse a fine-tuning run directory that is, holds or lies inside the pretrained run."""
 	source, run_dir = source.resolve(), run_dir.resolve()
-	pretrain_run = source.parent.parent if source.parent.name == "checkpoints" else source
+	pretrain_run = source.parent.parent if source.parent.name == runs.CHECKPOINTS else source
 	for a, b in ((run_dir, pretrain_run), (pretrain_run, run_dir)):
 		if a == b or b in a.parents:
 			raise ValueError(
@@ -83,7 +60,7 @@ def build_finetuner(
 	the recipe's. If `run_dir` holds a run, the Trainer resumes it; otherwise the validation loss of
 	the starting weights goes to RUN_DIR/finetune.json first.
 	"""
-	source = pretrained_checkpoint(from_run, checkpoint)
+	source = runs.checkpoint(from_run, checkpoint)
 	dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
 	_check_separate(source, run_dir)
 	options = {"mix": mix, "train_config": train_config, "progress": progress, **overrides}
@@ -92,19 +69,20 @@ def build_finetuner(
 		# The loss of the starting weights on the run's validation batches: the "before" of the run.
 		before = trainer.evaluate()["val_loss"]
 		if trainer.env.is_main:
-			info = {"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before}
-			(run_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+			runs.write_finetune_info(
+				run_dir,
+				**{"from": str(source.resolve()), "dataset": str(dataset_dir.resolve()), "val_loss_before": before},
+			)
 			print(f"fine-tuning {source}; validation loss (answer tokens) before: {before:.4f}")
 	return trainer
 
 
 def record_result(run_dir: str | Path, result: TrainResult) -> None:
 	"""Add where a fine-tuning stopped and its validation loss to RUN_DIR/finetune.json."""
-	path = Path(run_dir) / INFO_FILE
-	if path.is_file() and _is_main():
-		info = json.loads(path.read_text(encoding="utf-8"))
-		info.update(step=result.step, val_loss_after=result.val_loss, best_val_loss=result.best_val_loss)
-		path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+	if runs.read_finetune_info(run_dir) and _is_main():
+		runs.write_finetune_info(
+			run_dir, step=result.step, val_loss_after=result.val_loss, best_val_loss=result.best_val_loss
+		)
 
 
 def finetune(from_run: str | Path, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:

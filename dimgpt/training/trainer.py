@@ -2,13 +2,8 @@
 
 One `Trainer` serves pretraining and fine-tuning alike: it takes the model config, the train
 config and loaders (anything with `next_batch() -> (x, y, w)`, `state_dict()` and
-`load_state_dict()`) and writes into the run directory:
-
-	RUN_DIR/checkpoints/last/   model.safetensors, model.json, recipe.json, training.pt
-	RUN_DIR/checkpoints/best/   the same, at the best validation loss
-	RUN_DIR/metrics.jsonl       one JSON record per log / validation
-	RUN_DIR/loss.png, accuracy.png
-	RUN_DIR/STOP                create it to stop the run gracefully (checkpoint, then exit)
+`load_state_dict()`) and writes into the run directory (its layout: `dimgpt.runs`) the last and
+best checkpoints, the metrics and their plots; a STOP file there stops it gracefully.
 
 Which recipe, dataset and weights a run uses is decided in `dimgpt.training.build` (`train`,
 `finetune`), which hands this loop everything ready.
@@ -22,7 +17,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +27,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from dimgpt.config import ModelConfig, Preset, TrainConfig, to_dict
+from dimgpt import runs
+from dimgpt.config import ModelConfig, Preset, TrainConfig
+from dimgpt.device import pick_device, supports_bf16
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.training.checkpoint import (
@@ -79,7 +76,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 	if precision != "auto":
 		return precision
 	if device.type == "cuda":
-		return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+		return "bf16" if supports_bf16(device) else "fp16"
 	return "fp32"
 
 
@@ -143,9 +140,9 @@ class Trainer:
 		# saved with every checkpoint, with this run's model and train configs, for whoever continues it
 		self.recipe = replace(recipe, model=model_config, train=train_config) if recipe is not None else None
 		self.run_dir = Path(run_dir)
-		self.last_dir, self.best_dir = self.run_dir / "checkpoints" / "last", self.run_dir / "checkpoints" / "best"
+		self.last_dir, self.best_dir = runs.last_checkpoint(self.run_dir), runs.best_checkpoint(self.run_dir)
 		self.train_loader, self.val_loader = train_loader, val_loader
-		self.env = env or Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+		self.env = env or Distributed(device=pick_device())
 		self.device = self.env.device
 		self.progress, self.epoch_tokens = progress, epoch_tokens
 		self.precision = resolve_precision(train_config.precision, self.device)
@@ -172,8 +169,8 @@ class Trainer:
 		self.resumed = has_checkpoint(self.last_dir)
 		state = load_training_state(self.last_dir) if self.resumed else None
 		if state is not None:
-			check_model_config(state["configs"]["model"], model_config, self.last_dir)
 			self.model = load_model(self.last_dir)
+			check_model_config(self.model.config, model_config, self.last_dir)
 		elif init_from is not None:
 			self.model = load_model(init_from)
 			check_model_config(self.model.config, model_config, init_from)
@@ -201,7 +198,7 @@ class Trainer:
 		self.flops_per_token = flops_per_token(model_config)
 		self.peak_flops = peak_flops(self.device)
 		self.metrics = (
-			MetricsLog(self.run_dir / "metrics.jsonl", self.step if state else None) if self.env.is_main else None
+			MetricsLog(self.run_dir / runs.METRICS_FILE, self.step if state else None) if self.env.is_main else None
 		)
 
 	# --- state ------------------------------------------------------------------------------------
@@ -212,10 +209,11 @@ class Trainer:
 				f"{self.last_dir} was saved by {state['world_size']} process(es) but this run has "
 				f"{self.env.world_size}; resume with the same number of processes (each holds its loader position)"
 			)
+		saved = runs.saved_recipe(self.last_dir)
 		changed = [
-			f"{k}: {v!r} -> {getattr(self.config, k)!r}"
-			for k, v in state["configs"]["train"].items()
-			if k in to_dict(self.config) and getattr(self.config, k) != _as_tuple(v)
+			f"{f.name}: {getattr(saved.train, f.name)!r} -> {getattr(self.config, f.name)!r}"
+			for f in fields(TrainConfig)
+			if saved is not None and getattr(saved.train, f.name) != getattr(self.config, f.name)
 		]
 		if changed and self.env.is_main:
 			print(f"resuming {self.last_dir} with a changed train config: {'; '.join(changed)}")
@@ -231,9 +229,6 @@ class Trainer:
 
 	def _state(self) -> dict[str, Any]:
 		"""The training state (every rank calls this: it gathers the loader positions)."""
-		configs = {"model": to_dict(self.model_config), "train": to_dict(self.config)}
-		if self.recipe is not None:
-			configs["data"] = to_dict(self.recipe.data)
 		return {
 			"step": self.step,
 			"tokens": self.tokens,
@@ -249,7 +244,6 @@ class Trainer:
 			"loaders": gather_objects(self.train_loader.state_dict(), self.env),
 			"rng": gather_objects(_rng_state(self.device), self.env),
 			"world_size": self.env.world_size,
-			"configs": configs,
 		}
 
 	def save(self, directory: Path | None = None) -> None:
@@ -340,7 +334,7 @@ class Trainer:
 		"""Why to stop before the next step, agreed on by all ranks."""
 		c = self.config
 		elapsed = self.elapsed + time.perf_counter() - started
-		stop_file = self.run_dir / "STOP"
+		stop_file = self.run_dir / runs.STOP_FILE
 		flags = torch.tensor(
 			[
 				c.max_steps is not None and self.step >= c.max_steps,
