@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from bench.common import best_of, mistral_config, print_table, write_results
 from dimgpt.config import ModelConfig
+from dimgpt.device import inference_dtype, pick_device
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
 from dimgpt.sampling import Sampler, SamplingConfig
@@ -196,8 +197,8 @@ def main() -> None:
 		memory_child(args.memory_child[0], int(args.memory_child[1]))
 		return
 
-	device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-	dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+	device = pick_device()
+	dtype = inference_dtype(device)
 	presets = ["tiny"] if args.quick else ["tiny", "dimensiongpt-0.2b"]
 	results: dict = {"device": str(device), "dtype": str(dtype), "threads": torch.get_num_threads()}
 	gen_rows, fwd_rows, mem_rows = [], [], []

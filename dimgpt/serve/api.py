@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP API and the chat page, on FastAPI + uvicorn.
 
-    POST /v1/chat/completions   system / user / assistant messages -> the chat format (DESIGN §2)
+    POST /v1/chat/completions   system / user / assistant messages -> the chat format (dimgpt/data/chat_format.py)
     POST /v1/completions        raw text continuation
     GET  /v1/models, /v1/models/{id}, /health
     GET  /                      the chat page (chat.html, one static file)
@@ -40,7 +40,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, USER
+from dimgpt.data import chat_format
+from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.engine import Engine, Output, QueueFull
 from dimgpt.serve.engine import Request as Job
@@ -249,7 +250,7 @@ def create_app(engine: Engine, name: str, *, api_key: str | None = None, limits:
 		)
 		# A short text is encoded at once; a long one in a worker thread, not to stall the other streams.
 		prompt = make() if size < INLINE_ENCODE_BYTES else await run_in_threadpool(make)
-		stop_ids = (USER, END_OF_TEXT) if chat else (END_OF_TEXT,)
+		stop_ids = chat_format.ANSWER_ENDS if chat else (END_OF_TEXT,)
 		job, outputs = submit(prompt, settings, stop, stop_ids)
 		ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 		head = {"id": ident, "created": int(time.time()), "model": name}
