@@ -1,8 +1,9 @@
-"""Training metrics: the JSON-lines log, smoothing, and model FLOPs for MFU."""
+"""Training metrics: the JSON-lines log (and TensorBoard's), smoothing, and model FLOPs for MFU."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-	"""Append-only JSON-lines file, one record per line, each with its `step`.
+	"""Append-only JSON-lines file, one record per line, each with its `step`; TensorBoard's copy beside it.
 
 	On resume the lines written after the checkpoint (which the resumed run will write again)
-	are dropped, so the file reads as if the run had never stopped.
+	are dropped, so the file reads as if the run had never stopped. When the `tensorboard` package is
+	installed (optional), every number of every record is also a TensorBoard scalar in
+	RUN_DIR/tensorboard/ (`train/loss`, `validation/bits_per_byte`, ...; x axis: the step), whose
+	events after the checkpoint are purged on resume the same way.
 	"""
 
-	def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+	def __init__(self, path: str | Path, resume_step: int | None = None, *, tensorboard: bool = True) -> None:
 		self.path = Path(path)
 		self.path.parent.mkdir(parents=True, exist_ok=True)
 		kept = [r for r in read_metrics(self.path) if resume_step is not None and r.get("step", 0) <= resume_step]
@@ -103,15 +107,38 @@ class MetricsLog:
 		tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 		os.replace(tmp, self.path)
 		self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
+		self.board = tensorboard_writer(self.path.parent / "tensorboard", resume_step) if tensorboard else None
 
 	def write(self, record: dict[str, Any]) -> None:
 		self.file.write(json.dumps(record) + "\n")
 		self.file.flush()
+		if self.board is not None:
+			for key, value in record.items():
+				if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+					self.board.add_scalar(tensorboard_tag(key), value, record["step"])
 
 	def sync(self) -> None:
 		"""Make the lines written so far durable (called with each checkpoint)."""
 		self.file.flush()
 		os.fsync(self.file.fileno())
+		if self.board is not None:
+			self.board.flush()
 
 	def close(self) -> None:
 		self.file.close()
+		if self.board is not None:
+			self.board.close()
+
+
+def tensorboard_tag(key: str) -> str:
+	"""TensorBoard's name of a metrics key: val_loss -> validation/loss, lr -> train/lr."""
+	return f"validation/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+
+
+def tensorboard_writer(directory: Path, resume_step: int | None = None) -> Any:
+	"""A SummaryWriter on `directory` (events after `resume_step` purged), or None without the tensorboard package."""
+	try:
+		from torch.utils.tensorboard import SummaryWriter
+	except ImportError:  # optional dependency (requirements-optional.txt)
+		return None
+	return SummaryWriter(str(directory), purge_step=None if resume_step is None else resume_step + 1)
