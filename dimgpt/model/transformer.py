@@ -178,12 +178,19 @@ class Transformer(nn.Module):
 		return self
 
 	def forward(
-		self, tokens: torch.Tensor, cache: KVCache | None = None, padding: torch.Tensor | None = None
+		self,
+		tokens: torch.Tensor,
+		cache: KVCache | None = None,
+		padding: torch.Tensor | None = None,
+		*,
+		select: tuple[torch.Tensor, torch.Tensor] | None = None,
 	) -> torch.Tensor:
 		"""[B, T] token ids -> [B, T, vocab] logits. T may exceed context_length (positions keep counting).
 
 		With a `cache`, the tokens continue the sequence it holds; `padding` ([B, T], True on real
-		tokens) marks left padding of batched prompts and needs a cache.
+		tokens) marks left padding of batched prompts and needs a cache. `select` = (rows, columns),
+		two [N] index tensors: only the logits of those positions, [N, vocab] (evaluation scores some
+		positions of each window; the output layer is the costliest matmul of a small model).
 		"""
 		T = tokens.shape[1]
 		x = self.token_embedding(tokens)
@@ -202,6 +209,8 @@ class Transformer(nn.Module):
 			x = block(x, rope, backend, mask, cache)
 		if cache is not None:
 			cache.end()
+		if select is not None:
+			x = x[select]
 		return self.final_linear(self.final_norm(x))
 
 	def make_cache(self, batch_size: int, max_tokens: int | None = None) -> KVCache:
