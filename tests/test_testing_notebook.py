@@ -9,6 +9,7 @@ import torch
 
 from dimgpt.config import ModelConfig
 from dimgpt.data.tokenizer import Tokenizer
+from dimgpt.evaluation import evaluate
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
 from tests.nbrun import ROOT, execute_notebook, outputs_text
@@ -45,6 +46,7 @@ def test_notebook_generates_and_chats(tiny_run: Path):
 			"MAX_NEW_TOKENS": 24,
 			"SEED": 0,
 			"QUESTIONS": ["Bonjour, qui es-tu ?", "Et Paris ?"],
+			"EVAL_TEXT": TEXTS[1],
 		},
 		cwd=ROOT,
 	)
@@ -55,6 +57,9 @@ def test_notebook_generates_and_chats(tiny_run: Path):
 	assert f"Vocab size: {vocab.vocab_size:,}" in text
 	assert "Le château de Versailles" in text
 	assert "> Bonjour, qui es-tu ?" in text and "> Et Paris ?" in text
+	# the bits-per-byte cell prints what dimgpt.evaluation computes for this model and text
+	score = evaluate(model, [TEXTS[1]], tokenizer=vocab, progress=False).total
+	assert "bits/byte" in text and f"{score.bits_per_byte:.4f}" in text
 	errors = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 	assert not errors
 

@@ -23,6 +23,7 @@ def test_training_notebook_trains_then_resumes(tmp_path: Path) -> None:
 	assert "step 0, 0 tokens seen" in first
 	assert "TrainResult(reason='done', step=4" in first
 	assert "validation at step 4" in first
+	assert "bits/byte" in first  # the "evaluate this run" cell's table
 	run = tmp_path / "run"
 	assert torch.load(run / "checkpoints" / "last" / "training.pt", weights_only=True)["step"] == 4
 	assert (run / "loss.png").exists() and (run / "accuracy.png").exists() and (run / "vocab.txt").exists()
