@@ -181,13 +181,14 @@ class Sampler:
 		history_real = torch.cat([real, real.new_ones(B, settings.max_new_tokens)], dim=1)
 		n = L
 		done = torch.zeros(B, dtype=torch.bool, device=device)
+		rows = torch.arange(B, device=device)  # logits at each row's last position only (`select`)
 		for _ in range(settings.max_new_tokens):
 			if cache is None:
 				if padded:
 					raise ValueError("batched prompts of different lengths need the KV cache (use_cache=True)")
-				logits = model(history[:, :n])[:, -1]
+				logits = model(history[:, :n], select=(rows, torch.full_like(rows, n - 1)))
 			elif n == L:
-				logits = model(tokens, cache, real if padded else None)[:, -1]
+				logits = model(tokens, cache, real if padded else None, select=(rows, torch.full_like(rows, L - 1)))
 			else:
 				logits = model(history[:, n - 1 : n], cache)[:, -1]
 			logits = logits.float()

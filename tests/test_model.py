@@ -200,6 +200,20 @@ def test_left_padded_batch_matches_single_prompts():
 	torch.testing.assert_close(torch.cat(steps, 1)[1], full_b[0, 18:], rtol=1e-5, atol=1e-5)
 
 
+def test_select_gives_the_full_logits_of_those_positions_only():
+	"""Each prompt's last position, right-padded in a cache (as the server's prefill) and without one."""
+	model = _model()
+	tokens = torch.randint(0, SMALL.vocab_size, (3, 20), generator=torch.Generator().manual_seed(5))
+	rows, last = torch.arange(3), torch.tensor([19, 6, 11])
+	with torch.no_grad():
+		full = model(tokens)
+		cached = model(tokens, model.make_cache(3), select=(rows, last))
+		plain = model(tokens, select=(rows, last))
+	assert cached.shape == plain.shape == (3, SMALL.vocab_size)
+	torch.testing.assert_close(cached, full[rows, last], rtol=1e-5, atol=1e-5)
+	torch.testing.assert_close(plain, full[rows, last], rtol=1e-5, atol=1e-5)
+
+
 def test_eval_after_a_fused_optimizer_step_uses_the_new_weights() -> None:
 	# AdamW(fused=True) updates the weights in place without bumping their version counters: nothing
 	# derived from the weights may outlive a step (the model keeps no copy of them to go stale).
