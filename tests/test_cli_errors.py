@@ -26,11 +26,13 @@ import torch
 from dimgpt.cli import main
 from dimgpt.config import ModelConfig
 from dimgpt.data.create import create_data
+from dimgpt.data.store import block_checksums
 from dimgpt.data.tokenizer import Tokenizer
 from dimgpt.errors import ExitCode
 from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
+from dimgpt.training.lock import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSAFE_ADVICE = ("weights_only", "allow_pickle", "arbitrary code", "pickle.load")
@@ -99,9 +101,27 @@ def list_pt(root: Path) -> None:
 
 
 def ids_past_vocabulary(root: Path) -> None:
+	# ids no tokenizer of this dataset made, under a matching checksum: a shard written wrong, not changed since
 	tokens = np.memmap(root / f"{SHARD}.bin", dtype=np.uint16, mode="r+")
 	tokens[:] = 60_000
 	tokens.flush()
+	manifest = json.loads((root / f"{SHARD}.json").read_text())
+	manifest["checksum"]["bin"] = block_checksums(root / f"{SHARD}.bin")
+	(root / f"{SHARD}.json").write_text(json.dumps(manifest))
+
+
+def changed_tokens(root: Path) -> None:
+	tokens = np.memmap(root / f"{SHARD}.bin", dtype=np.uint16, mode="r+")
+	tokens[100:200] = 42  # valid ids: only the checksum can tell
+	tokens.flush()
+
+
+def ids_past_instruct_vocabulary(root: Path) -> None:
+	for path in (root / "data/instruct").glob("*/*.bin"):
+		if not path.name.endswith(".marks.bin"):
+			tokens = np.memmap(path, dtype=np.uint16, mode="r+")
+			tokens[:] = 60_000
+			tokens.flush()
 
 
 def pickled_offsets(root: Path) -> None:
@@ -138,6 +158,7 @@ class Case:
 
 
 GENERATE = ("generate", "Bonjour", "--max-new-tokens", "2", "--no-stream")
+TRAIN = ("train", "--data", "data", "--run-dir", "new", "--max-steps", "1", "--no-progress")
 CASES = [
 	# 1. a non-model or malicious file given as weights
 	Case("evil-generate", evil_pt, (*GENERATE, "--model", "evil.pt", "--vocab", "run/vocab.txt"), ExitCode.BAD_FILE, ("evil.pt", "not a DimensionGPT state dict")),
@@ -162,6 +183,20 @@ CASES = [
 	Case("generate-bad-number", nothing, ("generate", "--model", "run", "--top-k", "many"), ExitCode.USAGE, ("--top-k", "invalid int value")),
 	Case("model-json-dim-not-a-number", lambda root: _edit_model_json(root, dim="abc"), (*GENERATE, "--model", "run"), ExitCode.BAD_FILE, ("model.json", "ModelConfig.dim must be an integer, got 'abc'")),
 	Case("model-json-dim-missing", lambda root: _edit_model_json(root, dim=None), (*GENERATE, "--model", "run"), ExitCode.BAD_FILE, ("model.json", "dim missing")),
+	# 2-4. damaged datasets: train refuses them before the run directory is made
+	Case("train-truncated-shard", truncate(f"{SHARD}.bin", 0.5), TRAIN, ExitCode.BAD_FILE, ("train_00000.bin", "truncated", "create-data")),
+	Case("train-manifest-cut", write(f"{SHARD}.json", '{"tokens":'), TRAIN, ExitCode.BAD_FILE, ("train_00000.json is corrupt",)),
+	Case("train-manifest-no-dtype", write(f"{SHARD}.json", "{}"), TRAIN, ExitCode.BAD_FILE, ("train_00000.json", "KeyError('dtype')")),
+	Case("train-data-json-not-an-object", write("data/data.json", "[]"), TRAIN, ExitCode.BAD_FILE, ("data.json is corrupt (not a JSON object)",)),
+	Case("train-ids-past-vocabulary", ids_past_vocabulary, TRAIN, ExitCode.BAD_FILE, ("train_00000.bin: token id 60000", "outside the vocabulary")),
+	Case("train-shard-changed", changed_tokens, TRAIN, ExitCode.BAD_FILE, ("train_00000.bin does not match its checksum",)),
+	Case("train-offsets-garbage", write(f"{SHARD}.idx.npy", b"\x93NUMPY garbage" * 9), TRAIN, ExitCode.BAD_FILE, ("train_00000.idx.npy is not a valid offsets file",)),
+	Case("train-offsets-pickled", pickled_offsets, TRAIN, ExitCode.BAD_FILE, ("train_00000.idx.npy is not a valid offsets file",)),
+	Case("train-vocab-not-utf8", write("data/vocab.txt", b"\xff\xfe"), TRAIN, ExitCode.BAD_FILE, ("data/vocab.txt", "invalid UTF-8")),
+	Case("train-vocab-duplicate", lambda root: (duplicate_last_vocab_line(root), shutil.copyfile(root / "run/vocab.txt", root / "data/vocab.txt")), TRAIN, ExitCode.BAD_FILE, ("data/vocab.txt", "appears twice")),
+	Case("train-no-dataset", nothing, ("train", "--data", "nodata", "--run-dir", "new", "--no-progress"), ExitCode.NOT_FOUND, ("nodata/data.json not found", "create-data")),
+	Case("train-evil-init-from", evil_pt, (*TRAIN, "--init-from", "evil.pt"), ExitCode.BAD_FILE, ("evil.pt", "not a DimensionGPT state dict")),
+	Case("finetune-ids-past-vocabulary", ids_past_instruct_vocabulary, ("finetune", "--from", "run", "--data", "data", "--run-dir", "new", "--preset", "tiny", "--max-steps", "1", "--no-progress"), ExitCode.BAD_FILE, (".bin: token id 60000", "outside the vocabulary")),
 	Case("train-unknown-field", nothing, ("train", "--data", "data", "--run-dir", "new", "--set", "colour=3"), ExitCode.USAGE, ("--set colour=3", "no field 'colour'")),
 ]  # fmt: skip
 
@@ -202,6 +237,18 @@ def test_bad_input_gives_one_line_and_changes_nothing(
 	assert any(code in codes and any(e in lines[0] for e in excerpts) for excerpts, codes in troubleshooting())
 	assert snapshot(tmp_path) == before
 	assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_run_directory_in_use_is_refused(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+	with RunLock(tmp_path / "run"):  # held as another process would hold it (a second open file)
+		before = snapshot(tmp_path)
+		argv = ["train", "--data", str(world / "data"), "--run-dir", str(tmp_path / "run"), "--max-steps", "1"]
+		assert main([*argv, "--no-progress"]) == ExitCode.BUSY
+		assert snapshot(tmp_path) == before
+	assert (
+		capsys.readouterr().err
+		== f"error: run {tmp_path / 'run'} is in use by process {os.getpid()}: wait for it to finish, stop it (a STOP file in {tmp_path / 'run'} saves and stops it), or use another run directory\n"
+	)
 
 
 def test_the_real_entry_point_prints_one_line_and_debug_shows_the_traceback(world: Path, tmp_path: Path) -> None:

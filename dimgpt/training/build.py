@@ -12,17 +12,21 @@ overrides it (`resolve_recipe`). A run started from weights takes their model sh
 from __future__ import annotations
 
 import math
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dimgpt import runs
 from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig
-from dimgpt.errors import UsageError
+from dimgpt.data.tokenizer import Tokenizer
+from dimgpt.errors import UsageError, UserError
 from dimgpt.presets import get_preset, preset_for_model
 from dimgpt.training.distributed import Distributed, cleanup_distributed, setup_distributed
+from dimgpt.training.lock import RunLock
 from dimgpt.training.trainer import Loader, Trainer, TrainResult
 
 
@@ -125,9 +129,7 @@ def build_trainer(
 	recipe = replace(recipe, data=runs.dataset_config(dataset_dir) or recipe.data)
 	_check_vocab(dataset_dir, recipe.model)
 	env = setup_distributed()
-	if env.is_main and (dataset_dir / runs.VOCAB_FILE).is_file():
-		run_dir.mkdir(parents=True, exist_ok=True)  # the run carries its vocabulary, for sampling and export
-		shutil.copyfile(dataset_dir / runs.VOCAB_FILE, run_dir / runs.VOCAB_FILE)
+	# The data is opened first: a bad dataset is refused before the run directory is touched.
 	if make_loader is None:
 		mix = mix or (runs.dataset_mix(dataset_dir, recipe) if kind == "instruct" else None)
 		make_loader = loaders(kind, dataset_dir, recipe.model, config, mix)
@@ -136,8 +138,13 @@ def build_trainer(
 	held_out = getattr(val_loader, "num_conversations", None)
 	if held_out is not None:  # conversations: validation visits each held-out one once, no more batches
 		config = replace(config, eval_batches=min(config.eval_batches, math.ceil(held_out / config.batch_size)))
+	created = not run_dir.exists()
+	lock = None
 	try:
-		return Trainer(
+		if env.is_main:
+			lock = RunLock(run_dir)  # one process per run directory, until Trainer.close()
+			_copy_vocab(dataset_dir, run_dir)  # the run carries its vocabulary, for sampling and export
+		trainer = Trainer(
 			recipe.model,
 			config,
 			run_dir,
@@ -153,7 +160,13 @@ def build_trainer(
 		for loader in (train_loader, val_loader):
 			if hasattr(loader, "close"):
 				loader.close()
+		if lock is not None:
+			lock.release()
+			if created:  # refused starting weights and the like: leave no half-made run behind
+				shutil.rmtree(run_dir, ignore_errors=True)
 		raise
+	trainer.lock = lock
+	return trainer
 
 
 def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:
@@ -164,13 +177,28 @@ def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | P
 	overrides such as max_steps=100.
 	"""
 	try:
-		trainer = build_trainer(preset, dataset_dir, run_dir, **options)
-		try:
-			return trainer.fit()
-		finally:
-			trainer.close()
+		with refused_runs_leave_nothing(run_dir):
+			trainer = build_trainer(preset, dataset_dir, run_dir, **options)
+			try:
+				return trainer.fit()
+			finally:
+				trainer.close()
 	finally:
 		cleanup_distributed()
+
+
+@contextmanager
+def refused_runs_leave_nothing(run_dir: str | Path) -> Iterator[None]:
+	"""Remove the run directory this call made when a user error (bad data met at the first batch, ...)
+	stops the run before its first checkpoint: a refused command leaves nothing behind."""
+	run_dir = Path(run_dir)
+	created = not run_dir.exists()
+	try:
+		yield
+	except UserError:
+		if created and int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "checkpoints").exists():
+			shutil.rmtree(run_dir, ignore_errors=True)
+		raise
 
 
 def _dataset_tokens(loader: Any) -> int | None:
@@ -182,5 +210,13 @@ def _dataset_tokens(loader: Any) -> int | None:
 def _check_vocab(dataset_dir: Path, model_config: ModelConfig) -> None:
 	vocab = dataset_dir / runs.VOCAB_FILE
 	if vocab.is_file():
-		tokens = vocab.read_text(encoding="utf-8").count("\n") + 1  # no trailing newline
+		tokens = Tokenizer.load(vocab).vocab_size  # a damaged vocab.txt is named, line and all
 		runs.check_vocab(tokens, model_config.vocab_size, vocab, "this run's model")
+
+
+def _copy_vocab(dataset_dir: Path, run_dir: Path) -> None:
+	"""The dataset's vocab.txt into the run, unless the run already holds the same file (a resumed run
+	rewrites nothing needlessly)."""
+	source, target = dataset_dir / runs.VOCAB_FILE, run_dir / runs.VOCAB_FILE
+	if source.is_file() and (not target.is_file() or target.read_bytes() != source.read_bytes()):
+		shutil.copyfile(source, target)

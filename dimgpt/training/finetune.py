@@ -17,7 +17,8 @@ from typing import Any
 
 from dimgpt import runs
 from dimgpt.config import InstructMix, Preset, TrainConfig
-from dimgpt.training.build import build_trainer
+from dimgpt.errors import UsageError
+from dimgpt.training.build import build_trainer, refused_runs_leave_nothing
 from dimgpt.training.distributed import cleanup_distributed
 from dimgpt.training.trainer import Trainer, TrainResult
 
@@ -32,7 +33,7 @@ def _check_separate(source: Path, run_dir: Path) -> None:
 	pretrain_run = source.parent.parent if source.parent.name == runs.CHECKPOINTS else source
 	for a, b in ((run_dir, pretrain_run), (pretrain_run, run_dir)):
 		if a == b or b in a.parents:
-			raise ValueError(
+			raise UsageError(
 				f"the fine-tuning run directory {run_dir} overlaps the pretrained run {pretrain_run}; "
 				"give the fine-tuning its own --run-dir (the pretrained run is never written to)"
 			)
@@ -92,11 +93,12 @@ def finetune(from_run: str | Path, dataset_dir: str | Path, run_dir: str | Path,
 	train_config, progress, and train-config overrides such as max_steps=100.
 	"""
 	try:
-		trainer = build_finetuner(from_run, dataset_dir, run_dir, **options)
-		try:
-			result = trainer.fit()
-		finally:
-			trainer.close()
+		with refused_runs_leave_nothing(run_dir):
+			trainer = build_finetuner(from_run, dataset_dir, run_dir, **options)
+			try:
+				result = trainer.fit()
+			finally:
+				trainer.close()
 	finally:
 		cleanup_distributed()
 	record_result(run_dir, result)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from dimgpt import runs
 from dimgpt.config import ModelConfig, Preset, TrainConfig
 from dimgpt.device import pick_device, supports_bf16
+from dimgpt.errors import MismatchError
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.training.checkpoint import (
@@ -45,6 +46,7 @@ from dimgpt.training.distributed import (
 	barrier,
 	gather_objects,
 )
+from dimgpt.training.lock import RunLock
 from dimgpt.training.loss import weighted_sums
 from dimgpt.training.metrics import MetricsLog, Smoother, flops_per_token, peak_flops
 from dimgpt.training.plots import plot_metrics
@@ -140,6 +142,7 @@ class Trainer:
 		# saved with every checkpoint, with this run's model and train configs, for whoever continues it
 		self.recipe = replace(recipe, model=model_config, train=train_config) if recipe is not None else None
 		self.run_dir = Path(run_dir)
+		self.lock: RunLock | None = None  # the run directory's lock, released by close() (see build_trainer)
 		self.last_dir, self.best_dir = runs.last_checkpoint(self.run_dir), runs.best_checkpoint(self.run_dir)
 		self.train_loader, self.val_loader = train_loader, val_loader
 		self.env = env or Distributed(device=pick_device())
@@ -205,7 +208,7 @@ class Trainer:
 
 	def _load_state(self, state: dict[str, Any]) -> None:
 		if state["world_size"] != self.env.world_size:
-			raise ValueError(
+			raise MismatchError(
 				f"{self.last_dir} was saved by {state['world_size']} process(es) but this run has "
 				f"{self.env.world_size}; resume with the same number of processes (each holds its loader position)"
 			)
@@ -470,9 +473,11 @@ class Trainer:
 		return TrainResult(reason, self.step, self.tokens, self.val_loss, self.best_val_loss, self.run_dir)
 
 	def close(self) -> None:
-		"""Close the metrics file and the loaders' prefetch threads."""
+		"""Close the metrics file and the loaders' prefetch threads; release the run directory."""
 		if self.metrics is not None:
 			self.metrics.close()
 		for loader in (self.train_loader, self.val_loader):
 			if hasattr(loader, "close"):
 				loader.close()
+		if self.lock is not None:
+			self.lock.release()
