@@ -242,6 +242,7 @@ class TrainConfig:
 	log_every: int = 10
 	instruction_loss_weight: float = 0.1  # fine-tuning: weight of instruction tokens in training
 	max_nonfinite_in_row: int = 20  # this many skipped (non-finite) updates in a row stop the run
+	patience: int = 0  # stop after this many validations without a new best loss (0: never); best is kept
 	seed: int = 0
 
 	def __post_init__(self) -> None:

@@ -175,6 +175,7 @@ def _dimensiongpt() -> Preset:
 			max_steps=5_000,
 			eval_every=250,
 			checkpoint_every=250,
+			patience=4,  # a thousand steps without a better validation loss: it memorises, stop
 		),
 	)
 
@@ -224,6 +225,7 @@ def _tiny() -> Preset:
 			eval_batches=10,
 			checkpoint_every=50,
 			log_every=10,
+			patience=2,  # 220 conversations are memorised within a few hundred steps
 		),
 		# the main job's budgets: a CPU run of about ten minutes in all
 		job_pretrain_seconds=5 * 60,

@@ -126,6 +126,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, dataset):
 	assert tree_digest(pretrained) == before  # the pretrained run was only read
 	info = json.loads((tmp_path / "whole" / "finetune.json").read_text())
 	assert info["val_loss_before"] > info["val_loss_after"] > 0
+	# the loss before fine-tuning is the first validation point of the run's plot (step 0, tokens 0)
+	first = next(json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines())
+	assert first["step"] == first["tokens"] == 0 and first["val_loss"] == info["val_loss_before"]
 
 
 def test_refuses_to_write_into_the_pretrained_run(tmp_path, dataset):
@@ -268,7 +271,8 @@ def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, d
 	recipe = saved_recipe(chat / "checkpoints" / "last")
 	assert recipe.name == "fake" and recipe.model == model
 	assert recipe.train == replace(fake.finetune, max_steps=2)  # the pretrained run's fine-tuning recipe
-	first = json.loads((chat / "metrics.jsonl").read_text().splitlines()[0])
+	records = [json.loads(line) for line in (chat / "metrics.jsonl").read_text().splitlines()]
+	first = next(r for r in records if "lr" in r)  # after the step-0 validation of the starting weights
 	assert first["lr"] == pytest.approx(learning_rate(0, fake.finetune))
 
 	# --preset overrides the saved recipe

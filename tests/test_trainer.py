@@ -163,6 +163,44 @@ def test_non_finite_step_is_skipped_and_never_reaches_the_weights(tiny_data: Pat
 	trainer.close()
 
 
+def test_a_time_budget_drives_the_progress_bar_and_the_stop_message(
+	tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+	# 100,000 steps allowed but 3 seconds: the bar counts to where the 3 seconds end, not to 100,000
+	config = replace(QUICK, max_steps=100_000, max_seconds=3.0)
+	trainer = Trainer(SMALL, config, tmp_path, ListLoader(real_batches(tiny_data, 4, 4)), progress=True)
+	result = trainer.fit()
+	trainer.close()
+	out, err = capsys.readouterr()
+	assert result.reason == "done" and 0 < result.step < 100_000
+	assert abs(trainer.end_step - result.step) <= max(3, result.step // 5)
+	assert f"stopped (done: time budget of 3 s) at step {result.step}" in out
+	assert "100000" not in err.split("\r")[-1] and f"{result.step}/{trainer.end_step}" in err
+
+
+def test_early_stopping_keeps_the_best_checkpoint_and_survives_a_resume(
+	tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+	# lr 0: the weights never change, so no validation after the first beats it
+	config = replace(QUICK, lr=0.0, min_lr=0.0, max_steps=50, eval_every=1, eval_batches=1, patience=3)
+	batches = real_batches(tiny_data, 4, 4)
+	trainer = Trainer(
+		SMALL, replace(config, max_steps=2), tmp_path, ListLoader(batches), ListLoader(batches[:1]), progress=False
+	)
+	assert trainer.fit().reason == "done" and trainer.evals_since_best == 1
+	trainer.close()
+	trainer = Trainer(SMALL, config, tmp_path, ListLoader(batches), ListLoader(batches[:1]), progress=False)
+	result = trainer.fit()  # resumed: the count goes on from 1
+	trainer.close()
+	assert result.reason == "early-stop" and result.step == 4
+	best = torch.load(tmp_path / "checkpoints" / "best" / "training.pt", weights_only=True)
+	assert best["step"] == 1 and best["best_val_loss"] == result.best_val_loss
+	assert (
+		f"stopped (early-stop: no better validation loss in 3 validations; the best, {result.best_val_loss:.3f}"
+		in capsys.readouterr().out
+	)
+
+
 def test_many_non_finite_steps_in_a_row_stop_the_run(tiny_data: Path, tmp_path: Path) -> None:
 	x, y, w = real_batches(tiny_data, 1, 4)[0]
 	poisoned = ListLoader([(x, y, torch.full_like(w, math.inf))])

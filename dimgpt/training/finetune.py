@@ -68,7 +68,9 @@ def build_finetuner(
 	trainer = build_trainer(preset, dataset_dir, run_dir, init_from=source, kind="instruct", **options)
 	if not trainer.resumed and trainer.val_batches:
 		# The loss of the starting weights on the run's validation batches: the "before" of the run.
-		before = trainer.evaluate()["val_loss"]
+		result = trainer.evaluate()
+		trainer.log_validation(result)  # step 0 of the plot: where fine-tuning starts from
+		before = result["val_loss"]
 		if trainer.env.is_main:
 			runs.write_finetune_info(
 				run_dir,

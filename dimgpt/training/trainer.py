@@ -65,7 +65,7 @@ class Loader(Protocol):
 class TrainResult:
 	"""How a call to `Trainer.fit` ended."""
 
-	reason: str  # done | stop-file | interrupted | terminated
+	reason: str  # done | stop-file | early-stop | interrupted | terminated
 	step: int
 	tokens: int
 	val_loss: float | None
@@ -117,6 +117,10 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 		torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
+def _duration(seconds: float) -> str:
+	return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
+
+
 def _as_tuple(value: Any) -> Any:
 	return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
@@ -143,6 +147,8 @@ class Trainer:
 		self.recipe = replace(recipe, model=model_config, train=train_config) if recipe is not None else None
 		self.run_dir = Path(run_dir)
 		self.lock: RunLock | None = None  # the run directory's lock, released by close() (see build_trainer)
+		self.end_step: int | None = None  # where the progress bar ends: the first budget to run out
+		self.stop_detail = ""  # which budget stopped the last fit()
 		self.last_dir, self.best_dir = runs.last_checkpoint(self.run_dir), runs.best_checkpoint(self.run_dir)
 		self.train_loader, self.val_loader = train_loader, val_loader
 		self.env = env or Distributed(device=pick_device())
@@ -161,6 +167,7 @@ class Trainer:
 		)
 		self.step, self.tokens, self.skipped, self.nonfinite_in_row, self.elapsed = 0, 0, 0, 0, 0.0
 		self.best_val_loss: float | None = None
+		self.evals_since_best = 0  # validations since the best one (early stopping: config.patience)
 		self.val_loss: float | None = None
 		self.smooth_loss, self.smooth_accuracy = Smoother(), Smoother()
 		self._signal: int | None = None
@@ -227,6 +234,7 @@ class Trainer:
 		self.step, self.tokens, self.skipped = state["step"], state["tokens"], state["skipped"]
 		self.nonfinite_in_row, self.elapsed = state["nonfinite_in_row"], state["elapsed"]
 		self.best_val_loss, self.val_loss = state["best_val_loss"], state["val_loss"]
+		self.evals_since_best = state.get("evals_since_best", 0)  # absent from checkpoints before early stopping
 		self.smooth_loss.load_state_dict(state["smooth_loss"])
 		self.smooth_accuracy.load_state_dict(state["smooth_accuracy"])
 
@@ -239,6 +247,7 @@ class Trainer:
 			"nonfinite_in_row": self.nonfinite_in_row,
 			"elapsed": self.elapsed,
 			"best_val_loss": self.best_val_loss,
+			"evals_since_best": self.evals_since_best,
 			"val_loss": self.val_loss,
 			"smooth_loss": self.smooth_loss.state_dict(),
 			"smooth_accuracy": self.smooth_accuracy.state_dict(),
@@ -344,6 +353,7 @@ class Trainer:
 				c.max_tokens is not None and self.tokens >= c.max_tokens,
 				c.max_seconds is not None and elapsed >= c.max_seconds,
 				self.env.is_main and stop_file.exists(),
+				c.patience > 0 and self.evals_since_best >= c.patience,
 				self._signal == signal.SIGINT,
 				self._signal is not None and self._signal != signal.SIGINT,
 			],
@@ -351,12 +361,41 @@ class Trainer:
 			device=self.device,
 		)
 		flags = all_reduce(flags, self.env, op="max").tolist()
-		for flag, reason in zip(flags, ("done", "done", "done", "stop-file", "interrupted", "terminated")):
+		budgets = (
+			f"step budget of {c.max_steps:,}" if c.max_steps is not None else "",
+			f"token budget of {c.max_tokens:,}" if c.max_tokens is not None else "",
+			f"time budget of {_duration(c.max_seconds)}" if c.max_seconds is not None else "",
+		)
+		reasons = ("done", "done", "done", "stop-file", "early-stop", "interrupted", "terminated")
+		for i, (flag, reason) in enumerate(zip(flags, reasons)):
 			if flag:
+				self.stop_detail = budgets[i] if i < len(budgets) else ""
+				if reason == "early-stop":
+					self.stop_detail = (
+						f"no better validation loss in {c.patience} validations; the best, "
+						f"{self.best_val_loss:.3f}, is in {self.best_dir}"
+					)
 				if reason == "stop-file" and self.env.is_main:
 					stop_file.unlink(missing_ok=True)
 				return reason
 		return None
+
+	def _end_step(self, elapsed: float, steps: int, seconds: float) -> int | None:
+		"""The step the run will stop at: the first of its budgets to run out, a time budget converted
+		at the pace of this session (`steps` in `seconds`); None while nothing bounds it."""
+		c = self.config
+		ends = []
+		if c.max_steps is not None:
+			ends.append(c.max_steps)
+		if c.max_tokens is not None:
+			ends.append(math.ceil(c.max_tokens / self.tokens_per_step))
+		if c.max_seconds is not None and steps:
+			ends.append(self.step + max(0, math.ceil((c.max_seconds - elapsed) * steps / seconds)))
+		return max(min(ends), self.step) if ends else None
+
+	def log_validation(self, result: dict[str, float]) -> None:
+		"""Record a validation result at the current step (a fine-tuning's starting loss, on its plot)."""
+		self._log({"step": self.step, "tokens": self.tokens, **result})
 
 	def _log(self, record: dict[str, Any]) -> None:
 		if self.metrics is not None:
@@ -370,7 +409,10 @@ class Trainer:
 		self._log({"step": self.step, "tokens": self.tokens, **result})
 		if math.isfinite(self.val_loss) and (self.best_val_loss is None or self.val_loss < self.best_val_loss):
 			self.best_val_loss = self.val_loss
+			self.evals_since_best = 0
 			self.save(self.best_dir)
+		elif math.isfinite(self.val_loss):
+			self.evals_since_best += 1
 		self._validated_step = self.step
 
 	def fit(self) -> TrainResult:
@@ -382,17 +424,17 @@ class Trainer:
 				handlers[signum] = signal.signal(signum, self._handle_signal)
 		self._signal = None
 		self._saved_step = self._validated_step = self.step
-		total = c.max_steps
-		if c.max_tokens is not None:
-			total = min(total or math.inf, math.ceil(c.max_tokens / self.tokens_per_step))
+		self.stop_detail = ""
+		self.end_step = self._end_step(self.elapsed, 0, 0.0)
 		bar = tqdm(
-			total=total,
+			total=self.end_step,
 			initial=self.step,
 			unit="step",
 			disable=not (self.progress and self.env.is_main),
 			dynamic_ncols=True,
 		)
 		started = time.perf_counter()
+		first_step = self.step
 		last_time, last_tokens = started, self.tokens
 		if self.env.is_main:
 			tqdm.write(
@@ -449,6 +491,10 @@ class Trainer:
 						tok_s=f"{speed:,.0f}",
 						refresh=False,
 					)
+				if c.max_seconds is not None:  # a time budget: the bar ends where the pace says it will
+					session = time.perf_counter() - started
+					self.end_step = self._end_step(self.elapsed + session, self.step - first_step, session)
+					bar.total = self.end_step
 				bar.update(1)
 				if c.eval_every and self.step % c.eval_every == 0:
 					self._validate()
@@ -469,7 +515,8 @@ class Trainer:
 				signal.signal(signum, handler)
 		if self.env.is_main:
 			plot_metrics(self.run_dir)
-			tqdm.write(f"stopped ({reason}) at step {self.step}, {self.tokens:,} tokens; checkpoint in {self.last_dir}")
+			why = f"{reason}: {self.stop_detail}" if self.stop_detail else reason
+			tqdm.write(f"stopped ({why}) at step {self.step}, {self.tokens:,} tokens; checkpoint in {self.last_dir}")
 		return TrainResult(reason, self.step, self.tokens, self.val_loss, self.best_val_loss, self.run_dir)
 
 	def close(self) -> None:
