@@ -12,10 +12,11 @@ no biases), so the export is a renaming of the weights and a config, with two fa
   when j > i - sliding_window, so its `sliding_window` is our window + 1.
 
 The exported tokenizer (`tokenizer.json` over the same vocabulary) gives our ids on cleaned text
-(`dimgpt.data.cleaning.clean`). Its normalizer also does the cleaning of the common path (French quotes
-and dashes, special spaces, emoji sequences, spaces before newlines, blank lines, stripping: see
-`TYPOGRAPHY`), but not `unidecode`'s transliteration of any other character: text from elsewhere must be
-cleaned first, as our own `Tokenizer.encode` does by default.
+(`dimgpt.data.cleaning.clean`). Its normalizer also does the cleaning of the common path: all of the
+release's replacement rules in their order (French quotes and the space inside them, emoji sequences and
+flags), the transliteration of `TYPOGRAPHY` (dashes, quotes, special spaces, joiners), the rules for
+spaces, tabs and newlines and the stripping; not `unidecode`'s transliteration of any other character:
+text from elsewhere must be cleaned first, as our own `Tokenizer.encode` does by default.
 
     python -m dimgpt export-hf runs/tiny out/tiny-hf
     python -m dimgpt export-hf models/DimensionGPT-0.2B-Chat.pt out/dimensiongpt-hf --vocab data/vocab.txt
@@ -41,7 +42,7 @@ import torch
 from dimgpt import runs
 from dimgpt.config import ModelConfig
 from dimgpt.data.chat_format import ANSWER_ENDS, jinja_template
-from dimgpt.data.cleaning import MULTI_EMOJI, PRIVATE, clean
+from dimgpt.data.cleaning import CIRCLED, ENCODED_EMOJI, SEQUENCE_RULES, transliterate
 from dimgpt.data.tokenizer import (
 	CONTROL_TOKENS,
 	END_OF_TEXT,
@@ -65,9 +66,10 @@ LONGEST_WORD = 10_000
 
 # Characters outside the cleaned alphabet that French text often holds (quotes, dashes, ellipsis, degree,
 # special spaces, soft hyphen, emoji joiners, accented letters of foreign names). The exported tokenizer's
-# normalizer maps each of them as `clean` does, so text made of these and of the cleaned alphabet needs
-# no cleaning first. Each is one pass of the normalizer over the text, hence a short list.
-TYPOGRAPHY = "«»‘’“”—–―…°\r\u00a0\u202f\u2009\u00ad\u200d\ufe0fÁáÍíÓóÚúÝýÒòÌìÑñÃãÕõÅåØøß"
+# normalizer transliterates each of them as `clean` does (« » and \r have rules of their own), so text made
+# of these, of the kept characters and of the rules' sequences needs no cleaning first. Each is one pass
+# of the normalizer over the text, hence a short list.
+TYPOGRAPHY = "‘’“”—–―…°\u00a0\u202f\u2009\u00ad\u200b\u200d\ufe0fÁáÍíÓóÚúÝýÒòÌìÑñÃãÕõÅåØøß"
 
 # The chat format's template (`dimgpt.data.chat_format`); message texts must be cleaned by the caller,
 # as for the tokenizer.
@@ -190,19 +192,22 @@ def generation_config(config: ModelConfig) -> dict:
 
 
 def cleaning_normalizer() -> list[dict]:
-	"""`tokenizers` normalizer steps that do what `clean` does on text made of the cleaned alphabet,
-	`TYPOGRAPHY` and the multi-code-point emoji. Other characters (transliteration) need `clean` first.
+	"""`tokenizers` normalizer steps that do what `clean` does on text made of the kept characters,
+	`TYPOGRAPHY` and the sequences of the release's rules. Other characters (transliteration) need `clean` first.
 	"""
 
 	def replace(pattern: dict, content: str) -> dict:
 		return {"type": "Replace", "pattern": pattern, "content": content}
 
-	# The replacements are read off `clean` itself, so they follow it if it changes.
-	steps = [replace({"String": emoji}, clean(emoji)) for emoji in sorted(MULTI_EMOJI, key=len, reverse=True)]
-	steps += [replace({"String": char}, clean(f"a{char}b")[1:-1]) for char in TYPOGRAPHY]
+	# The steps of `clean`, in its order, from its own tables (a Replace is a str.replace: left to right,
+	# no overlap), less one: the transliteration of a typed ①…⑱ (step 3). Cleaned text holds these for
+	# flags, and cleaned text must come out of this normalizer unchanged; a typed ① (rare) needs `clean`.
 	return [
-		*steps,
-		replace({"Regex": "[ \t]+\n"}, "\n"),  # no spaces or tabs before a newline
+		replace({"String": "\r"}, ""),
+		*(replace({"String": key}, value) for key, value in SEQUENCE_RULES if key not in CIRCLED),
+		*(replace({"String": char}, transliterate(char)) for char in TYPOGRAPHY),
+		replace({"Regex": " +\n"}, "\n"),  # spaces before a newline, then tabs (" \t\n" keeps its space)
+		replace({"Regex": "\t+\n"}, "\n"),
 		replace({"Regex": "\n{3,}"}, "\n\n"),
 		replace({"Regex": "\\A[ \t\n]+|[ \t\n]+\\z"}, ""),  # strip
 	]
@@ -250,7 +255,7 @@ def export_tokenizer(
 		for i, token in enumerate(CONTROL_TOKENS)
 	]
 	# Decoding: tokens are glued as they are (spaces live inside tokens), control tokens back to text.
-	replacements = [(CONTROL_TOKENS[TAB], "\t"), (CONTROL_TOKENS[NEW_LINE], "\n"), *zip(PRIVATE, MULTI_EMOJI)]
+	replacements = [(CONTROL_TOKENS[TAB], "\t"), (CONTROL_TOKENS[NEW_LINE], "\n"), *ENCODED_EMOJI.items()]
 	data["decoder"] = {
 		"type": "Sequence",
 		"decoders": [

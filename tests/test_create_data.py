@@ -39,7 +39,7 @@ def corpus(corpus_fr: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config_for(corpus: Path, **changes: object) -> DataConfig:
 	config = DataConfig(
-		vocab_size=600,
+		vocab_size=1_600,
 		tokenizer_chars=600_000,
 		shard_tokens=60_000,
 		piece_bytes=400_000,  # several pieces per source: the workers share them
@@ -164,7 +164,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(built: tuple[Path, dict], corpu
 	reference, _ = built
 	shutil.copy(reference / "vocab.txt", tmp_path / "vocab.txt")  # the tokenizer stage is covered above
 	command = [sys.executable, "-m", "dimgpt", "create-data", "--out", str(tmp_path), "--no-progress"]
-	command += ["--preset", "tiny", "--vocab-size", "600", "--tokenizer-chars", "600000", "--shard-tokens", "60000"]
+	command += ["--preset", "tiny", "--vocab-size", "1600", "--tokenizer-chars", "600000", "--shard-tokens", "60000"]
 	command += ["--sources", f"legi={corpus / 'legi.jsonl'}@1", f"fiches={corpus / 'fiches.jsonl'}@3", "--instruct"]
 	env = {**os.environ, "PYTHONPATH": str(ROOT)}
 	process = subprocess.Popen([*command], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -190,12 +190,12 @@ def test_shards_of_another_tokenizer_are_refused(built: tuple[Path, dict], corpu
 	reference, _ = built
 	shutil.copytree(reference, tmp_path / "d")
 	with pytest.raises(StoreError, match="another tokenizer") as error:
-		create_data(config_for(corpus, vocab_size=700), tmp_path / "d", force_tokenizer=True, progress=False)
+		create_data(config_for(corpus, vocab_size=1_700), tmp_path / "d", force_tokenizer=True, progress=False)
 	assert "source.json" in str(error.value) and "delete" in str(error.value)
 	# a run interrupted before its source manifest: the shards themselves are checked
 	(tmp_path / "d" / "pretrain" / "legi" / "source.json").unlink()
 	with pytest.raises(StoreError, match="another tokenizer") as error:
-		create_data(config_for(corpus, vocab_size=700), tmp_path / "d", progress=False)
+		create_data(config_for(corpus, vocab_size=1_700), tmp_path / "d", progress=False)
 	assert "train_00000.json" in str(error.value)
 
 
@@ -216,13 +216,13 @@ def test_notebook_runs_on_the_tiny_preset(tmp_path: Path) -> None:
 	out = tmp_path / "data"
 	notebook = execute_notebook(
 		"create_data.ipynb",
-		{"PRESET": "tiny", "OUT_DIR": str(out), "VOCAB_SIZE": 600, "TOKENIZER_CHARS": 200_000},
+		{"PRESET": "tiny", "OUT_DIR": str(out), "VOCAB_SIZE": 1_600, "TOKENIZER_CHARS": 200_000},
 		cwd=ROOT,
 	)
 	text = outputs_text(notebook)
 	assert (out / "data.json").exists() and (out / "vocab.txt").exists()
 	summary = json.loads((out / "data.json").read_text())
-	assert summary["vocab_size"] == 600
+	assert summary["vocab_size"] == 1_600
 	assert "chars/token" in text and "embedded" in text
 
 

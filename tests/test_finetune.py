@@ -45,7 +45,7 @@ def make_dataset(directory: Path, conversations: list[dict], held: float) -> Pat
 	lines = (RESOURCES / "default.jsonl").read_text(encoding="utf-8").splitlines()
 	texts = [t["text"] for line in lines for t in json.loads(line)["conversation"]]
 	tokenizer = Tokenizer.train(
-		texts + [t["text"] for c in conversations for t in c["conversation"]], 1000, progress=False
+		texts + [t["text"] for c in conversations for t in c["conversation"]], 1_600, progress=False
 	)
 	tokenizer.save(directory / "vocab.txt")
 	manifest = build_instruct_source(
@@ -64,7 +64,7 @@ def make_dataset(directory: Path, conversations: list[dict], held: float) -> Pat
 def make_pretrained(run_dir: Path, context_length: int = 96) -> Path:
 	"""A stand-in pretraining run: random weights in RUN_DIR/checkpoints/last."""
 	config = ModelConfig(
-		vocab_size=1000, context_length=context_length, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
+		vocab_size=1_600, context_length=context_length, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
 	)
 	torch.manual_seed(0)
 	save_model(Transformer(config), run_dir / "checkpoints" / "last")

@@ -43,7 +43,7 @@ def tokenizer() -> Tokenizer:
 		GOOD["conversation"][0]["text"],
 		"Salut ! Le petit chat dort. Bonjour, comment allez-vous ? Très bien, merci !",
 	] * 20
-	return Tokenizer.train(texts, 600, progress=False)
+	return Tokenizer.train(texts, 1_600, progress=False)
 
 
 @pytest.mark.parametrize(("record", "reason"), MALFORMED)
@@ -125,7 +125,7 @@ def test_instruct_fr_through_create_data(instruct_fr: Path, tmp_path: Path) -> N
 	broken = tmp_path / "broken.jsonl"
 	broken.write_text("".join(json.dumps(r) + "\n" for r, _ in MALFORMED if isinstance(r, dict)), encoding="utf-8")
 	config = DataConfig(
-		vocab_size=600,
+		vocab_size=1_600,
 		tokenizer_chars=200_000,
 		sources=(
 			SourceConfig("cnil", path=str(instruct_fr / "cnil_faq_fr.jsonl"), text_column="source", filter=False),

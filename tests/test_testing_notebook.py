@@ -25,7 +25,7 @@ TEXTS = [
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 	"""A run directory as the trainer leaves it: a small trained vocabulary and a random-weight checkpoint."""
 	run = tmp_path_factory.mktemp("run")
-	tokenizer = Tokenizer.train(TEXTS * 10, 600, progress=False)
+	tokenizer = Tokenizer.train(TEXTS * 10, 1_600, progress=False)
 	(run / "data").mkdir()
 	tokenizer.save(run / "data" / "vocab.txt")
 	torch.manual_seed(0)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tokenizer_oracle import encode as oracle_encode
 
 from dimgpt.data import greedy_kernel
-from dimgpt.data.cleaning import AUTHORISED, MULTI_EMOJI, clean, unclean
+from dimgpt.data.cleaning import EMOJI_SEQUENCES, TOKEN_CHARACTERS, clean, unclean
 from dimgpt.data.corpus import embedded_documents
 from dimgpt.data.tokenizer import ASSISTANT, CONTROL_TOKENS, NEW_LINE, TAB, UNKNOWN, USER, Tokenizer
 
@@ -49,7 +49,7 @@ def compiled(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="module")
 def embedded_vocab() -> list[str]:
-	return Tokenizer.train(embedded_documents(), 1_000, forced_tokens=("Python",), progress=False).vocab
+	return Tokenizer.train(embedded_documents(), 2_000, forced_tokens=("Python",), progress=False).vocab
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def embedded_tokenizer(embedded_vocab: list[str], compiled: bool) -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def fr_tokenizer(corpus_fr: Path, compiled: bool) -> Tokenizer:
-	return Tokenizer(Tokenizer.train(read_corpus(corpus_fr, 1_000_000), 2_000, progress=False).vocab, compiled=compiled)
+	return Tokenizer(Tokenizer.train(read_corpus(corpus_fr, 1_000_000), 3_000, progress=False).vocab, compiled=compiled)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,21 @@ def test_oracle_on_embedded_corpus(embedded_tokenizer: Tokenizer) -> None:
 PIECES = st.one_of(
 	st.text(max_size=12),
 	st.text(alphabet="ab xyzc1é!?\t\n⮜", max_size=20),
-	st.sampled_from([*MULTI_EMOJI, *CONTROL_TOKENS, "2024", " 12345", "    ", "  ", " ", "\u00a0", "日本", "\u0301"]),
-	st.sampled_from(sorted(AUTHORISED)),
+	st.sampled_from(
+		[
+			*(s for s, _ in EMOJI_SEQUENCES),
+			*CONTROL_TOKENS,
+			"2024",
+			" 12345",
+			"    ",
+			"  ",
+			" ",
+			"\u00a0",
+			"日本",
+			"\u0301",
+		]
+	),
+	st.sampled_from(sorted(TOKEN_CHARACTERS)),
 )
 TEXT = st.lists(PIECES, max_size=25).map("".join)
 
@@ -140,8 +153,8 @@ def test_control_tokens_honoured_on_request(embedded_tokenizer: Tokenizer) -> No
 
 @pytest.fixture(scope="module")
 def full_tokenizer() -> Tokenizer:
-	# Every authorised character is a token: decoding gives back the whole cleaned text.
-	return Tokenizer([*CONTROL_TOKENS, *sorted(set(AUTHORISED) - {"\t", "\n"}), " de", " la", "  ", "ou"])
+	# Every character cleaning can output is a token: decoding gives back the whole cleaned text.
+	return Tokenizer([*CONTROL_TOKENS, *sorted(TOKEN_CHARACTERS), " de", " la", "  ", "ou"])
 
 
 @settings(max_examples=200, deadline=None)
@@ -209,17 +222,17 @@ def test_hugging_face_export(fr_tokenizer: Tokenizer, corpus_fr: Path, tmp_path:
 
 def test_training_rules(embedded_tokenizer: Tokenizer) -> None:
 	vocab = embedded_tokenizer.vocab
-	assert len(vocab) == 1_000 and tuple(vocab[:10]) == CONTROL_TOKENS and len(set(vocab)) == len(vocab)
+	assert len(vocab) == 2_000 and tuple(vocab[:10]) == CONTROL_TOKENS and len(set(vocab)) == len(vocab)
 	tokens = vocab[10:]
 	assert all(len(t) <= 16 for t in tokens)
 	assert all(not (t.endswith(" ") and len(t) > 4) for t in tokens)
 	assert all(sum(c.isdigit() for c in t) < 2 for t in tokens)
-	assert all(set(t) <= set(AUTHORISED) - {"\t", "\n"} for t in tokens)
+	assert all(set(t) <= set(TOKEN_CHARACTERS) for t in tokens)  # only what cleaning can output
 	assert {str(d) for d in range(10)} | {f" {d}" for d in range(10)} | {"Python"} <= set(tokens)
 	sample_chars = set("".join(clean(d) for d in embedded_documents())) - {"\t", "\n"}
 	assert sample_chars <= set(tokens)  # no single character dropped
 	# Ranked by use: the first tokens are used more than the last on the training sample.
-	counts = np.bincount(np.concatenate(embedded_tokenizer.encode_batch(list(embedded_documents()))), minlength=1_000)
+	counts = np.bincount(np.concatenate(embedded_tokenizer.encode_batch(list(embedded_documents()))), minlength=2_000)
 	assert counts[10:60].mean() > 10 * counts[-50:].mean()
 
 
@@ -250,10 +263,10 @@ def test_big_document(fr_tokenizer: Tokenizer, corpus_fr: Path) -> None:
 
 
 def test_training_keeps_every_authorised_character() -> None:
-	# A vocabulary trained on English (ASCII) text still has é, ç, à: French text has no unknown token.
+	# A vocabulary trained on English (ASCII) text still has é, ç, à, ⑩: cleaned text has no unknown token.
 	english = [d for d in (clean(x) for x in embedded_documents()) if d.isascii()][:200]
-	tokenizer = Tokenizer.train(english, 600, progress=False)
-	assert set(AUTHORISED) - {"\t", "\n"} <= set(tokenizer.vocab)
+	tokenizer = Tokenizer.train(english, 1_500, progress=False)
+	assert set(TOKEN_CHARACTERS) <= set(tokenizer.vocab)
 	text = "Ça débute à l'été"
 	ids = tokenizer.encode(text)
 	assert UNKNOWN not in ids and tokenizer.decode(ids) == text

@@ -48,7 +48,7 @@ from tokenizers.trainers import BpeTrainer
 from tqdm.auto import tqdm
 
 from dimgpt.data import greedy_kernel
-from dimgpt.data.cleaning import AUTHORISED, unclean
+from dimgpt.data.cleaning import TOKEN_CHARACTERS, unclean
 from dimgpt.data.cleaning import clean as clean_text
 from dimgpt.errors import BadFileError, NotFoundError, UsageError
 
@@ -351,9 +351,11 @@ class Tokenizer:
 
 		Merges are learned natively by `tokenizers`' BpeTrainer on the same word split as the encoder.
 		Then tokens longer than max_token_length, ending in a space and longer than 4 characters, holding
-		a non-authorised character or two digits or more are dropped; 0-9, " 0"-" 9", every authorised
-		character and forced tokens are added; the rest is ranked by how often the encoder uses it on the sample and trimmed to
-		vocab_size, never dropping a single character.
+		a character that cleaning cannot output (not in `TOKEN_CHARACTERS`) or two digits or more are
+		dropped; 0-9, " 0"-" 9", every character of `TOKEN_CHARACTERS` (1,392: what DimensionGPT's cleaning
+		can output, tab and newline aside) and forced tokens are added; the rest is ranked by how often the
+		encoder uses it on the sample and trimmed to vocab_size, never dropping a single character. So every
+		token is one the released cleaning can produce, and no cleaned text needs ⮜unknown⮞.
 		"""
 		sample = [
 			t for t in (clean_text(x) for x in tqdm(texts, desc="cleaning", unit="doc", disable=not progress)) if t
@@ -376,7 +378,7 @@ class Tokenizer:
 			initial_alphabet=list("0123456789 "),
 		)
 		bpe.train_from_iterator(sample, trainer=trainer, length=len(sample))
-		authorised = set(AUTHORISED) - {"\t", "\n"}
+		authorised = set(TOKEN_CHARACTERS)
 		candidates = {*required}
 		for token in bpe.get_vocab():
 			if len(token) > max_token_length or (token.endswith(" ") and len(token) > 4):
@@ -386,7 +388,7 @@ class Tokenizer:
 			candidates.add(token)
 		candidates -= set(CONTROL_TOKENS)
 		candidates |= {c for t in candidates for c in t}  # every character of a token is a token
-		# Every authorised character is a token, even one the sample lacks (é on English text).
+		# Every character cleaning can output is a token, even one the sample lacks (é on English text).
 		candidates |= authorised
 		ranked = sorted(candidates)
 		counts = np.zeros(len(CONTROL_TOKENS) + len(ranked), dtype=np.int64)
@@ -398,7 +400,8 @@ class Tokenizer:
 		room = vocab_size - len(CONTROL_TOKENS) - len(keep)
 		if room < 0:
 			raise UsageError(
-				f"vocab_size={vocab_size} is too small: {len(keep)} single characters and required tokens plus 10 control tokens do not fit"
+				f"vocab_size={vocab_size} is too small: {len(keep)} single characters and required tokens plus 10 "
+				f"control tokens do not fit: use a vocab_size of at least {len(keep) + len(CONTROL_TOKENS)}"
 			)
 		order = sorted(range(len(ranked)), key=lambda k: (-counts[len(CONTROL_TOKENS) + k], ranked[k]))
 		rest = [ranked[k] for k in order if ranked[k] not in keep][:room]
