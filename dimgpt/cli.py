@@ -365,10 +365,24 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 	_add_model_arguments(p)
-	p.add_argument("--temperature", type=float, default=0.5, help="0 = greedy (default: 0.5)")
-	p.add_argument("--top-k", type=int, default=0, help="0 = off (default: 0)")
-	p.add_argument("--top-p", type=float, default=0.9, help="1 = off (default: 0.9)")
-	p.add_argument("--repetition-penalty", type=float, default=1.0, help="DimensionGPT's, 0 = off (default: 1.0)")
+	p.add_argument(
+		"--profile",
+		choices=("standard", "dimensiongpt"),
+		default="standard",
+		help="standard: transformers' temperature/top-k/top-p/min-p, defaults temperature 0.5, top-p 0.9, "
+		"penalty 1.0; dimensiongpt: what the release's notebook ran, temperature 0.9, top-p off, no penalty "
+		"(default: standard)",
+	)
+	p.add_argument("--temperature", type=float, help="0 = greedy (default: the profile's)")
+	p.add_argument("--top-k", type=int, help="0 = off (standard profile; default: 0)")
+	p.add_argument("--top-p", type=float, help="1 = off (default: the profile's)")
+	p.add_argument("--min-p", type=float, help="0 = off (standard profile; default: 0)")
+	p.add_argument(
+		"--top-p-rule",
+		choices=("standard", "dimensiongpt"),
+		help="top-p boundary: standard keeps the token that reaches top-p, dimensiongpt drops it (default: the profile's)",
+	)
+	p.add_argument("--repetition-penalty", type=float, help="DimensionGPT's, 0 = off (default: the profile's)")
 	p.add_argument("--max-new-tokens", type=int, default=512, help="(default: 512)")
 	p.add_argument("--seed", type=int, help="for reproducible sampling")
 	p.add_argument("--line-width", type=int, default=150, help="wrap streamed lines (0 = never; default: 150)")
@@ -377,14 +391,12 @@ def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
 def _sampler_and_settings(args: argparse.Namespace):
 	from dimgpt.sampling import SamplingConfig, load_sampler
 
-	settings = SamplingConfig(
-		temperature=args.temperature,
-		top_k=args.top_k,
-		top_p=args.top_p,
-		repetition_penalty=args.repetition_penalty,
-		max_new_tokens=args.max_new_tokens,
-		seed=args.seed,
-	)
+	given = {
+		name: getattr(args, name)
+		for name in ("temperature", "top_k", "top_p", "min_p", "top_p_rule", "repetition_penalty")
+		if getattr(args, name) is not None
+	}
+	settings = SamplingConfig.for_profile(args.profile, **given, max_new_tokens=args.max_new_tokens, seed=args.seed)
 	return load_sampler(args.model, args.vocab, args.device), settings
 
 

@@ -173,21 +173,24 @@ def generation_config(config: ModelConfig) -> dict:
 	"""`generation_config.json`: our sampler's chat-mode rules and default settings, where transformers has them.
 
 	Generation stops at ⮜end-of-text⮞ or ⮜user⮞ (the end of an answer) and never emits the other control
-	tokens but ⮜tab⮞ and ⮜new-line⮞ (text), as `dimgpt.sampling.ChatSession`; temperature 0.5 and top-p 0.9 are the release's defaults.
-	Its repetition penalty (a recency-weighted one) has no equivalent in transformers and is left out.
+	tokens but ⮜tab⮞ and ⮜new-line⮞ (text), as `dimgpt.sampling.ChatSession`; temperature, top-k, top-p and
+	min-p are those of our default "standard" profile, which follows transformers' rules. Its repetition
+	penalty (a recency-weighted one) has no equivalent in transformers and is left out.
 	"""
 	stops = list(ANSWER_ENDS)
+	standard = SamplingConfig.for_profile("standard")
 	return {
 		"bos_token_id": START_OF_TEXT,
 		"eos_token_id": stops,
 		"pad_token_id": PADDING,
 		"suppress_tokens": banned_tokens(stops),
 		"do_sample": True,
-		"temperature": 0.5,
-		"top_p": 0.9,
-		"top_k": 0,
+		"temperature": standard.temperature,
+		"top_p": standard.top_p,
+		"top_k": standard.top_k,
+		**({"min_p": standard.min_p} if standard.min_p else {}),
 		# transformers' own default is 20 new tokens (with a warning); ours is a full answer
-		"max_new_tokens": SamplingConfig().max_new_tokens,
+		"max_new_tokens": standard.max_new_tokens,
 	}
 
 

@@ -1,14 +1,30 @@
-"""Generation: the sampler (KV cache, temperature, top-k, top-p, DimensionGPT repetition penalty) and chat sessions.
+"""Generation: the sampler (KV cache, two sampling profiles, DimensionGPT repetition penalty) and chat sessions.
 
 Token ids in, token ids out in `Sampler.steps` / `Sampler.generate_ids`; text in, text out (with
 streaming) in `Sampler.generate` and `ChatSession.ask`.
 
-Repetition penalty (as released): the log-probability of a token is multiplied by
+Two sampling profiles (`SamplingConfig.profile`; `SamplingConfig.for_profile(name)` gives each one's
+settings; docs/dimensiongpt.md, "Sampling"):
+
+- "standard" (the default): what `transformers` does. Control tokens other than the stop tokens, ⮜tab⮞
+  and ⮜new-line⮞ are removed first (its `suppress_tokens`), then temperature (0 = greedy), top-k,
+  top-p (the smallest set of tokens whose probability reaches top_p: the token that reaches it is kept)
+  and min-p (tokens under min_p times the top token's probability go). Default settings: temperature
+  0.5, top-p 0.9 and repetition penalty 1.0, the values the release's testing notebook asks for.
+- "dimensiongpt": what the release's testing notebook really ran. Its `generate` passes its arguments
+  to `sample` shifted by one place, so it sampled at temperature 0.9, top-p 1.0, no repetition penalty
+  (the profile's settings), with the chat rule on: the probability of ⮜user⮞ is added to ⮜end-of-text⮞.
+  Its steps: penalty on log-probabilities; greedy (temperature 0) takes the argmax here, before any
+  control token is removed; temperature; softmax; ⮜user⮞ into ⮜end-of-text⮞; the control tokens but
+  ⮜tab⮞, ⮜new-line⮞ and ⮜end-of-text⮞ removed; its top-p boundary: sorted by probability, the tokens
+  before the one whose cumulative probability reaches max(top_p, p_top + 1e-6) are kept (that token
+  goes; with top-p 1.0 in float32 this drops the far tail, whose sum rounds to nothing).
+  `top_p_rule` picks either boundary in either profile.
+
+Repetition penalty (as released, both profiles): the log-probability of a token is multiplied by
 `1 + penalty * (context - age) / context` for each of its occurrences among the last `context`
-tokens (age 0 = the latest token), so a recent repeat is pushed down more than an old one. Then
-temperature (0 = greedy), top-k, top-p. Control tokens other than the stop tokens are never sampled,
-except ⮜tab⮞ and ⮜new-line⮞, which are text. Ids past the tokenizer's vocabulary (spare slots of a
-larger model vocabulary) are never sampled either.
+tokens (age 0 = the latest token), so a recent repeat is pushed down more than an old one. Ids past the
+tokenizer's vocabulary (spare slots of a larger model vocabulary) are never sampled.
 
 Chat format (`dimgpt.data.chat_format`): `⮜start-of-text⮞ [⮜system⮞ preprompt] ⮜user⮞ question
 ⮜assistant⮞ answer ⮜user⮞ …`. An answer ends at the model's next ⮜user⮞ or ⮜end-of-text⮞ (neither is
@@ -23,20 +39,27 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dimgpt import runs
 from dimgpt.data import chat_format
 from dimgpt.data.tokenizer import (
+	ASSISTANT,
 	CONTROL_TOKENS,
 	END_OF_TEXT,
+	HUMAN,
 	NEW_LINE,
+	PADDING,
 	START_OF_TEXT,
+	SYSTEM,
 	TAB,
+	UNKNOWN,
+	USER,
 	Tokenizer,
 )
 from dimgpt.device import inference_dtype, pick_device
-from dimgpt.errors import NotFoundError
+from dimgpt.errors import NotFoundError, UsageError
 from dimgpt.model.transformer import Transformer
 
 TEXT_CONTROL_TOKENS = (TAB, NEW_LINE)  # tab and newline in text: control tokens that may be sampled
@@ -47,16 +70,61 @@ def banned_tokens(stop_ids: Sequence[int]) -> list[int]:
 	return [c for c in range(len(CONTROL_TOKENS)) if c not in stop_ids and c not in TEXT_CONTROL_TOKENS]
 
 
+PROFILES = ("standard", "dimensiongpt")
+TOP_P_RULES = ("standard", "dimensiongpt")
+# The control tokens the release's sampler never emits (in its "dimensiongpt" profile here).
+RELEASE_BANNED = (UNKNOWN, PADDING, START_OF_TEXT, HUMAN, SYSTEM, USER, ASSISTANT)
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-	"""Sampling settings; the defaults are those of the DimensionGPT testing notebook."""
+	"""Sampling settings (see the module doc); the defaults are the "standard" profile's."""
 
 	temperature: float = 0.5  # 0: greedy
 	top_k: int = 0  # 0: off
-	top_p: float = 0.9  # 1.0: off
-	repetition_penalty: float = 1.0  # 0.0: off
+	top_p: float = 0.9  # 1.0: off with the standard rule
+	min_p: float = 0.0  # 0: off
+	repetition_penalty: float = 1.0  # DimensionGPT's; 0.0: off
 	max_new_tokens: int = 512
 	seed: int | None = None
+	profile: str = "standard"  # "standard" or "dimensiongpt"
+	top_p_rule: str | None = None  # "standard" or "dimensiongpt" boundary; None: the profile's
+
+	def __post_init__(self) -> None:
+		if self.profile not in PROFILES:
+			raise UsageError(f"sampling profile {self.profile!r} does not exist: use one of {', '.join(PROFILES)}")
+		if self.top_p_rule is not None and self.top_p_rule not in TOP_P_RULES:
+			raise UsageError(f"top-p rule {self.top_p_rule!r} does not exist: use one of {', '.join(TOP_P_RULES)}")
+		if self.temperature < 0 or not 0 < self.top_p <= 1 or not 0 <= self.min_p <= 1 or self.top_k < 0:
+			raise UsageError(
+				f"sampling settings out of range (temperature {self.temperature}, top_k {self.top_k}, top_p "
+				f"{self.top_p}, min_p {self.min_p}): use temperature ≥ 0, top_k ≥ 0, 0 < top_p ≤ 1, 0 ≤ min_p ≤ 1"
+			)
+		if self.profile == "dimensiongpt" and (self.top_k or self.min_p):
+			raise UsageError(
+				"the dimensiongpt profile reproduces the release's sampler, which has no top-k or min-p: "
+				"set them to 0 or use the standard profile"
+			)
+
+	@property
+	def boundary(self) -> str:
+		"""The top-p boundary rule in force."""
+		return self.top_p_rule or self.profile
+
+	@classmethod
+	def for_profile(cls, profile: str = "standard", **changes: object) -> SamplingConfig:
+		"""A profile's settings, with `changes` (e.g. max_new_tokens=64) on top."""
+		if profile not in PROFILE_SETTINGS:
+			raise UsageError(f"sampling profile {profile!r} does not exist: use one of {', '.join(PROFILES)}")
+		return replace(PROFILE_SETTINGS[profile], **changes)
+
+
+PROFILE_SETTINGS = {
+	"standard": SamplingConfig(),
+	# What the release's notebook ran: generate(temperature=0.5, top_p=0.9, no_repeat=1.0) reached its
+	# sampler shifted by one place, as (chat rule on, temperature 0.9, top-p 1.0, penalty 0).
+	"dimensiongpt": SamplingConfig(temperature=0.9, top_p=1.0, repetition_penalty=0.0, profile="dimensiongpt"),
+}
 
 
 @dataclass
@@ -84,19 +152,46 @@ def apply_repetition_penalty(
 	return logprobs * scale
 
 
-def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-	"""-inf outside the top k tokens and outside the smallest set whose probability reaches top_p."""
+def filter_logits(
+	logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, top_p_rule: str = "standard"
+) -> torch.Tensor:
+	"""-inf on the tokens that top-k, then top-p, then min-p remove (rows of logits [B, V], after temperature).
+
+	top-p "standard" (transformers' rule): the smallest set of likeliest tokens whose probability
+	reaches top_p, the token that reaches it included. "dimensiongpt": the release's (`release_top_p`).
+	"""
 	if 0 < top_k < logits.shape[-1]:
 		kth = logits.topk(top_k, dim=-1).values[:, -1:]
 		logits = logits.masked_fill(logits < kth, float("-inf"))
-	if top_p < 1.0:
-		sorted_logits, order = logits.sort(dim=-1, descending=True)
-		probs = sorted_logits.softmax(dim=-1)
-		before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above
-		remove = before >= top_p
-		remove[:, 0] = False
+	if top_p_rule == "dimensiongpt":
+		probs = logits.softmax(dim=-1).float().cpu().numpy()
+		kept = torch.from_numpy(np.stack([release_top_p(row, top_p) for row in probs])).to(logits.device)
+		logits = logits.masked_fill(~kept, float("-inf"))
+	elif top_p < 1.0:
+		# Ascending order: the tail whose total probability stays within 1 - top_p goes (never the top token).
+		ascending, order = logits.sort(dim=-1)
+		remove = ascending.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
+		remove[:, -1] = False
 		logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+	if min_p > 0:
+		probs = logits.softmax(dim=-1)
+		remove = probs < min_p * probs.amax(dim=-1, keepdim=True)  # never the top token
+		logits = logits.masked_fill(remove, float("-inf"))
 	return logits
+
+
+def release_top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
+	"""Which tokens the release's top-p keeps, as it computes it (NumPy float32: the summation order matters).
+
+	Sorted by probability, the tokens before the one whose cumulative probability reaches
+	max(top_p, p_top + 1e-6) stay; that one goes. With top_p 1.0 the float32 sum may reach 1 before the
+	end: the tail after that point goes too.
+	"""
+	order = np.argsort(-probs)
+	cumulative = np.cumsum(probs[order])
+	kept = np.zeros(len(probs), dtype=bool)
+	kept[order[: np.searchsorted(cumulative, max(top_p, cumulative[0] + 1e-6))]] = True
+	return kept
 
 
 def choose_tokens(
@@ -110,19 +205,74 @@ def choose_tokens(
 ) -> torch.Tensor:
 	"""The next token of each row [B] from its float32 logits [B, V] and its tokens so far [B, L].
 
-	Penalty, banned tokens, then greedy or temperature, top-k, top-p and a draw from `generator`.
+	`banned` ([V] bool) is the standard profile's (the control tokens but the stops, tab and newline; the
+	spare slots past the vocabulary); the dimensiongpt profile bans the release's own set instead.
 	`history_real` marks the real tokens of a left-padded history (None: all real).
 	"""
-	scores = logits  # log-probabilities up to a constant per row, which nothing below sees
-	if settings.repetition_penalty:
+	if settings.profile == "dimensiongpt":
+		release = banned.clone()  # the spare slots stay banned
+		release[: len(CONTROL_TOKENS)] = False
+		release[list(RELEASE_BANNED)] = True
+		real = history_real if history_real is not None else torch.ones_like(history, dtype=torch.bool)
+		chosen = [
+			release_choice(row, past[ok].tolist(), settings, context, release.cpu().numpy(), generator)
+			for row, past, ok in zip(logits.float().cpu().numpy(), history.cpu(), real.cpu())
+		]
+		return torch.tensor(chosen, dtype=torch.long, device=logits.device)
+	scores = logits
+	if settings.repetition_penalty:  # on log-probabilities (logits differ from them by a constant per row)
 		scores = apply_repetition_penalty(
 			logits.log_softmax(dim=-1), history, settings.repetition_penalty, context, history_real
 		)
 	scores = scores.masked_fill(banned, float("-inf"))
 	if settings.temperature <= 0:
 		return scores.argmax(dim=-1)
-	scores = filter_top_k_top_p(scores / settings.temperature, settings.top_k, settings.top_p)
+	scores = filter_logits(
+		scores / settings.temperature, settings.top_k, settings.top_p, settings.min_p, settings.boundary
+	)
 	return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+def release_choice(
+	logits: np.ndarray,
+	history: list[int],
+	settings: SamplingConfig,
+	context: int,
+	banned: np.ndarray,
+	generator: torch.Generator | None = None,
+) -> int:
+	"""One token as the release's sampler picks it, step by step in its NumPy float32 arithmetic.
+
+	`banned`: the release's banned control tokens, and the spare slots past the vocabulary (never chosen).
+	"""
+	with np.errstate(over="ignore", divide="ignore"):
+		exp = np.exp(logits)
+		if not np.isfinite(exp).all():  # logits over 88 (never met by a trained model): the shifted softmax
+			exp = np.exp(logits - logits.max())
+		logprobs = np.log(exp / np.sum(exp))
+	if settings.repetition_penalty:  # the latest token first, each occurrence multiplying again
+		recent = history[-context:][::-1]
+		factors = [1 + settings.repetition_penalty * (context - age) / context for age in range(len(recent))]
+		np.multiply.at(logprobs, recent, np.array(factors, dtype=np.float32))
+	spare = banned.copy()
+	spare[: len(CONTROL_TOKENS)] = False
+	if settings.temperature <= 0:  # greedy: the argmax before any control token is removed
+		return int(np.argmax(np.where(spare, -np.inf, logprobs)))
+	scaled = np.exp(logprobs / np.float32(settings.temperature))
+	probs = scaled / np.sum(scaled)
+	probs[END_OF_TEXT] += probs[USER]  # the chat rule, which the notebook's call turned on for all generation
+	probs[banned] = 0.0
+	probs /= np.sum(probs)
+	if settings.boundary == "dimensiongpt":
+		kept = release_top_p(probs, settings.top_p)
+	else:
+		with np.errstate(divide="ignore"):
+			scores = torch.from_numpy(np.log(probs))[None]
+		kept = torch.isfinite(filter_logits(scores, top_p=settings.top_p))[0].numpy()
+	probs = np.where(kept, probs, 0.0).astype(np.float32)
+	probs /= np.sum(probs)
+	device = generator.device if generator is not None else "cpu"
+	return int(torch.multinomial(torch.from_numpy(probs).to(device), 1, generator=generator))
 
 
 class Sampler:

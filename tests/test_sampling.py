@@ -1,14 +1,27 @@
-"""Generation: cache equivalence through the sampler, stopping, banned control tokens, penalty, top-k/p, chat."""
+"""Generation: cache equivalence through the sampler, stopping, banned control tokens, penalty, the two
+sampling profiles (standard against transformers' own warpers, dimensiongpt against the release's rules), chat."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from dimgpt.config import ModelConfig
-from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, NEW_LINE, START_OF_TEXT, SYSTEM, TAB, USER, Tokenizer
+from dimgpt.data.tokenizer import (
+	ASSISTANT,
+	END_OF_TEXT,
+	NEW_LINE,
+	PADDING,
+	START_OF_TEXT,
+	SYSTEM,
+	TAB,
+	USER,
+	Tokenizer,
+)
 from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import (
 	ChatSession,
@@ -16,7 +29,8 @@ from dimgpt.sampling import (
 	SamplingConfig,
 	TextPrinter,
 	apply_repetition_penalty,
-	filter_top_k_top_p,
+	filter_logits,
+	release_choice,
 )
 
 TEXTS = [
@@ -28,7 +42,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-	return Tokenizer.train(TEXTS * 10, 600, progress=False)  # every authorised character is a token
+	return Tokenizer.train(TEXTS * 10, 1_600, progress=False)  # every character cleaning outputs is a token
 
 
 def _model(vocab_size: int, seed: int = 0) -> Transformer:
@@ -153,7 +167,7 @@ def test_repetition_penalty_reduces_repeats():
 
 def test_top_k_and_top_p():
 	logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-	kept = lambda k, p: torch.isfinite(filter_top_k_top_p(logits, k, p))[0].tolist()  # noqa: E731
+	kept = lambda k, p: torch.isfinite(filter_logits(logits, k, p))[0].tolist()  # noqa: E731
 	assert kept(0, 1.0) == [True, True, True, True]
 	assert kept(3, 1.0) == [True, True, True, False]
 	assert kept(0, 0.5) == [True, False, False, False]  # 0.5 reached by the first token
@@ -163,7 +177,7 @@ def test_top_k_and_top_p():
 	assert kept(2, 0.99) == [True, True, False, False]
 	# Order does not matter.
 	shuffled = logits[:, [2, 0, 3, 1]]
-	assert torch.isfinite(filter_top_k_top_p(shuffled, 0, 0.7))[0].tolist() == [False, True, False, True]
+	assert torch.isfinite(filter_logits(shuffled, 0, 0.7))[0].tolist() == [False, True, False, True]
 
 
 def test_greedy_takes_the_argmax():
@@ -175,6 +189,120 @@ def test_greedy_takes_the_argmax():
 	logits[:10] = -math.inf
 	out = sampler.generate_ids([prompt], SamplingConfig(temperature=0, repetition_penalty=0.0, max_new_tokens=1), ())
 	assert out == [[int(logits.argmax())]]
+
+
+def test_standard_profile_is_transformers_rules():
+	"""Temperature, top-k, top-p and min-p give what transformers' own logits warpers give, token for token."""
+	from transformers.generation.logits_process import (
+		LogitsProcessorList,
+		MinPLogitsWarper,
+		TemperatureLogitsWarper,
+		TopKLogitsWarper,
+		TopPLogitsWarper,
+	)
+
+	g = torch.Generator().manual_seed(0)
+	for temperature, top_k, top_p, min_p in [
+		(0.5, 0, 0.9, 0.0),
+		(1.3, 20, 0.5, 0.1),
+		(0.8, 0, 1.0, 0.05),
+		(1.0, 5, 0.3, 0.0),
+	]:
+		logits = torch.randn(8, 300, generator=g) * 3
+		warpers = [TemperatureLogitsWarper(temperature)]
+		warpers += [TopKLogitsWarper(top_k)] if top_k else []
+		warpers += [TopPLogitsWarper(top_p)] if top_p < 1 else []
+		warpers += [MinPLogitsWarper(min_p)] if min_p else []
+		theirs = LogitsProcessorList(warpers)(None, logits.clone())
+		ours = filter_logits(logits / temperature, top_k, top_p, min_p)
+		assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs))
+		torch.testing.assert_close(ours.softmax(-1), theirs.softmax(-1))
+
+
+def plain_release_top_p(probabilities: np.ndarray, top_p: float) -> list[int]:
+	"""The release's boundary as its sampler writes it (NumPy float32): the kept tokens, a loop."""
+	order = list(np.argsort(-probabilities))
+	total, kept = np.float32(0), []
+	for token in order:
+		total = np.float32(total + probabilities[token])
+		if total >= max(top_p, probabilities[order[0]] + 1e-6):
+			break
+		kept.append(int(token))
+	return sorted(kept)
+
+
+def test_release_top_p_boundary():
+	logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+	kept = lambda p, rule: torch.isfinite(filter_logits(logits, top_p=p, top_p_rule=rule))[0].tolist()  # noqa: E731
+	assert kept(0.7, "standard") == [True, True, False, False]  # the token that reaches 0.7 stays
+	assert kept(0.7, "dimensiongpt") == [True, False, False, False]  # ... and goes
+	assert kept(0.01, "dimensiongpt") == [True, False, False, False]  # never less than the top token
+	g = torch.Generator().manual_seed(1)
+	for top_p in (0.3, 0.9, 0.99, 1.0):
+		logits = torch.randn(6, 2_000, generator=g) * 4
+		ours = torch.isfinite(filter_logits(logits, top_p=top_p, top_p_rule="dimensiongpt"))
+		for row, kept_row in zip(logits.softmax(-1).numpy(), ours.numpy()):
+			assert np.flatnonzero(kept_row).tolist() == plain_release_top_p(row, top_p)
+	# top-p 1.0 under the release's rule is not "off": the tail after the float32 sum reaches 1 goes.
+	tail = torch.tensor([[0.5, 0.5 - 1e-9, 1e-9, 1e-10]]).log()
+	assert torch.isfinite(filter_logits(tail, top_p=1.0, top_p_rule="dimensiongpt")).sum() < 4
+
+
+def test_profiles():
+	standard, release = SamplingConfig.for_profile("standard"), SamplingConfig.for_profile("dimensiongpt")
+	assert standard == SamplingConfig()
+	assert (standard.temperature, standard.top_p, standard.repetition_penalty, standard.boundary) == (
+		0.5,
+		0.9,
+		1.0,
+		"standard",
+	)
+	assert (release.temperature, release.top_p, release.repetition_penalty, release.boundary) == (
+		0.9,
+		1.0,
+		0.0,
+		"dimensiongpt",
+	)
+	assert SamplingConfig.for_profile("dimensiongpt", top_p_rule="standard").boundary == "standard"
+	with pytest.raises(ValueError, match="profile 'nope' does not exist"):
+		SamplingConfig.for_profile("nope")
+	with pytest.raises(ValueError, match="no top-k or min-p"):
+		SamplingConfig.for_profile("dimensiongpt", top_k=5)
+	with pytest.raises(ValueError, match="0 < top_p ≤ 1"):
+		SamplingConfig(top_p=0)
+
+
+def test_dimensiongpt_greedy_takes_the_argmax_before_banning():
+	model = _model(40)
+	with torch.no_grad():  # ⮜padding⮞ the likeliest token
+		model.token_embedding.weight[PADDING] *= 30
+	sampler = Sampler(model)
+	greedy = {"temperature": 0, "max_new_tokens": 5}
+	release = sampler.generate_ids([[START_OF_TEXT, 20]], SamplingConfig.for_profile("dimensiongpt", **greedy), ())
+	standard = sampler.generate_ids([[START_OF_TEXT, 20]], SamplingConfig.for_profile("standard", **greedy), ())
+	assert PADDING in release[0] and PADDING not in standard[0]
+
+
+def test_dimensiongpt_adds_user_to_end_of_text():
+	# ⮜user⮞ 0.6, ⮜end-of-text⮞ 0.1, token 20 0.3: the release's chat rule gives end-of-text 0.7, user never.
+	probs = np.full(40, 1e-12, dtype=np.float32)
+	probs[[USER, END_OF_TEXT, 20]] = [0.6, 0.1, 0.3]
+	settings = SamplingConfig.for_profile("dimensiongpt", temperature=1.0, top_p_rule="standard")  # top-p off
+	banned = np.zeros(40, dtype=bool)
+	banned[[0, 1, 2, 5, 6, 7, 8]] = True  # the release's banned control tokens
+	generator = torch.Generator().manual_seed(0)
+	picks = [release_choice(np.log(probs), [], settings, 16, banned, generator) for _ in range(2_000)]
+	assert set(picks) == {END_OF_TEXT, 20}
+	assert abs(picks.count(END_OF_TEXT) / 2_000 - 0.7) < 0.04
+	# With the release's own boundary at top-p 1.0, the float32 sum reaches 1 at token 20, which goes.
+	release = replace(settings, top_p_rule=None)
+	assert {release_choice(np.log(probs), [], release, 16, banned, generator) for _ in range(200)} == {END_OF_TEXT}
+	# Through the sampler: plain generation (stops at end-of-text only) never emits the banned tokens.
+	model = _model(40)
+	with torch.no_grad():
+		model.token_embedding.weight[[0, 1, 2, 5, 6, 7, 8]] *= 30
+	steps = list(Sampler(model).steps([[START_OF_TEXT, 20]], replace(settings, max_new_tokens=100, seed=0), ()))
+	assert len(steps) == 100 and not {int(s.tokens[0]) for s in steps} & {0, 1, 2, 5, 6, 7, 8}
 
 
 def test_text_generation_and_streaming(tokenizer: Tokenizer):
@@ -297,3 +425,14 @@ def test_cli_generate_and_chat(tmp_path, tokenizer: Tokenizer, monkeypatch, caps
 
 	assert main(["generate", "x", "--model", str(tmp_path / "missing.pt")]) == ExitCode.NOT_FOUND
 	assert "no such file or folder" in capsys.readouterr().err
+
+	# --profile picks the settings, flags override them.
+	release = ["--model", str(tmp_path / "run"), "--max-new-tokens", "12", "--profile", "dimensiongpt", "--seed", "3"]
+	assert main(["generate", "Bonjour", *release, "--no-stream"]) == 0
+	expected = sampler.generate("Bonjour", SamplingConfig.for_profile("dimensiongpt", max_new_tokens=12, seed=3))
+	assert capsys.readouterr().out == "Bonjour" + expected + "\n"
+	assert main(["generate", "Bonjour", *release, "--temperature", "0", "--no-stream"]) == 0
+	greedy = SamplingConfig.for_profile("dimensiongpt", temperature=0, max_new_tokens=12)
+	assert capsys.readouterr().out == "Bonjour" + sampler.generate("Bonjour", greedy) + "\n"
+	assert main(["generate", "x", *release, "--top-k", "5"]) == ExitCode.USAGE
+	assert "no top-k or min-p" in capsys.readouterr().err
