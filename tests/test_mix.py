@@ -40,7 +40,7 @@ def tokenizer() -> Tokenizer:
 		for r in read_jsonl(RESOURCES / name)
 		for t in r["conversation"]
 	]
-	return Tokenizer.train(texts + list(load_preprompts()), 1_600, progress=False)
+	return Tokenizer.train(texts + list(load_preprompts()), 2_000, progress=False)
 
 
 def make_store(directory: Path, tokenizer: Tokenizer, sources: dict[str, tuple[list[dict], str]], held: float) -> Path:
