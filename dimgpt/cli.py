@@ -155,7 +155,12 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, object]:
 @command
 def _finetune(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("finetune", help="fine-tune a pretrained run on instruction conversations (chat model)")
-	p.add_argument("--from", dest="from_run", required=True, help="pretraining run directory (or checkpoint directory)")
+	p.add_argument(
+		"--from",
+		dest="from_run",
+		required=True,
+		help="pretraining run directory, checkpoint directory, or weights file (the released DimensionGPT-0.2B.pt)",
+	)
 	p.add_argument("--run-dir", required=True, help="the fine-tuning run directory (resumed when it holds a run)")
 	p.add_argument("--data", help="dataset folder with the instruction store (default: FROM/data)")
 	p.add_argument(

@@ -50,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 	"""data/ (the tiny preset's dataset, small vocabulary) and run/ (a checkpoint and its vocab.txt)."""
 	root = tmp_path_factory.mktemp("world")
 	create_data(
-		replace(get_preset("tiny").data, vocab_size=600, tokenizer_chars=200_000), root / "data", progress=False
+		replace(get_preset("tiny").data, vocab_size=1_600, tokenizer_chars=200_000), root / "data", progress=False
 	)
 	vocab = Tokenizer.load(root / "data" / "vocab.txt").vocab_size
 	config = ModelConfig(vocab_size=vocab, context_length=64, window=32, dim=64, n_layers=2, n_heads=2, n_kv_heads=1)

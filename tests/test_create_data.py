@@ -319,7 +319,7 @@ def test_filters_drop_crafted_documents(tmp_path: Path) -> None:
 	rows += [{"text": t} for t in crafted.values()]
 	(tmp_path / "c.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 	config = DataConfig(
-		vocab_size=600,
+		vocab_size=1_600,
 		tokenizer_chars=50_000,
 		sources=(SourceConfig("c", path=str(tmp_path / "c.jsonl")),),
 		instruct_sources=(),
@@ -359,7 +359,7 @@ def test_planted_near_duplicates_are_dropped_within_and_across_sources(corpus_fr
 	for name, docs in (("a", texts + planted_a), ("b", b_own + planted_b)):
 		(tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs), encoding="utf-8")
 	config = DataConfig(
-		vocab_size=600,
+		vocab_size=1_600,
 		tokenizer_chars=100_000,
 		sources=tuple(SourceConfig(n, path=str(tmp_path / f"{n}.jsonl"), filter=False) for n in ("a", "b")),
 		instruct_sources=(),

@@ -18,10 +18,10 @@ from dimgpt.config import InstructMix, MixGroup, ModelConfig, TrainConfig, save_
 from dimgpt.data.instruct import build_instruct_source
 from dimgpt.data.mix import RESOURCES
 from dimgpt.data.store import write_json
-from dimgpt.data.tokenizer import END_OF_TEXT, USER, Tokenizer
+from dimgpt.data.tokenizer import END_OF_TEXT, PADDING, USER, Tokenizer
 from dimgpt.model.loading import load_model, save_model
 from dimgpt.model.transformer import Transformer
-from dimgpt.presets import get_preset
+from dimgpt.presets import get_preset, load_preprompts
 from dimgpt.runs import checkpoint, saved_recipe
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.training.build import build_trainer, resolve_recipe
@@ -44,9 +44,9 @@ def make_dataset(directory: Path, conversations: list[dict], held: float) -> Pat
 	"""A dataset folder with a small tokenizer and one instruction source (group "chatbot")."""
 	lines = (RESOURCES / "default.jsonl").read_text(encoding="utf-8").splitlines()
 	texts = [t["text"] for line in lines for t in json.loads(line)["conversation"]]
-	tokenizer = Tokenizer.train(
-		texts + [t["text"] for c in conversations for t in c["conversation"]], 1_600, progress=False
-	)
+	# The preprompts too: the validation one must leave room for the answers in the 96-token window.
+	extra = [*load_preprompts(), *(t["text"] for c in conversations for t in c["conversation"])]
+	tokenizer = Tokenizer.train(texts + extra, 2_000, progress=False)
 	tokenizer.save(directory / "vocab.txt")
 	manifest = build_instruct_source(
 		directory / "instruct" / "chat",
@@ -64,7 +64,7 @@ def make_dataset(directory: Path, conversations: list[dict], held: float) -> Pat
 def make_pretrained(run_dir: Path, context_length: int = 96) -> Path:
 	"""A stand-in pretraining run: random weights in RUN_DIR/checkpoints/last."""
 	config = ModelConfig(
-		vocab_size=1_600, context_length=context_length, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
+		vocab_size=2_000, context_length=context_length, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
 	)
 	torch.manual_seed(0)
 	save_model(Transformer(config), run_dir / "checkpoints" / "last")
@@ -116,6 +116,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, dataset):
 	assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 	start = load_file(pretrained / "checkpoints" / "last" / "model.safetensors")
 	assert not torch.equal(a["token_embedding.weight"], start["token_embedding.weight"])  # it did train
+	# ... all but the padding row, kept as it was (the release's padding_idx), through the resume too
+	assert torch.equal(a["token_embedding.weight"][PADDING], start["token_embedding.weight"][PADDING])
+	assert not torch.equal(a["token_embedding.weight"][PADDING + 1], start["token_embedding.weight"][PADDING + 1])
 	assert whole.val_loss == resumed.val_loss
 
 	def losses(run: str) -> dict[int, float]:
@@ -129,6 +132,20 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, dataset):
 	# the loss before fine-tuning is the first validation point of the run's plot (step 0, tokens 0)
 	first = next(json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines())
 	assert first["step"] == first["tokens"] == 0 and first["val_loss"] == info["val_loss_before"]
+
+
+def test_finetuning_released_weights_keeps_their_padding_row(tmp_path, dataset):
+	# A raw state_dict .pt, as released (heads of 64, context 512, window 256: what loading infers), fine-tuned
+	# from directly: its padding row (id 1) comes out as it went in.
+	torch.manual_seed(0)
+	config = ModelConfig(vocab_size=2_000, context_length=512, window=256, dim=64, n_layers=1, n_heads=1, n_kv_heads=1)
+	released = {k: v.clone() for k, v in Transformer(config).state_dict().items()}
+	torch.save(released, tmp_path / "DimensionGPT-0.2B.pt")
+	preset = replace(get_preset("tiny"), finetune=replace(RECIPE, max_steps=3, eval_every=0, checkpoint_every=0))
+	finetune(tmp_path / "DimensionGPT-0.2B.pt", dataset, tmp_path / "chat", preset=preset, progress=False)
+	tuned = load_file(tmp_path / "chat" / "checkpoints" / "last" / "model.safetensors")["token_embedding.weight"]
+	assert torch.equal(tuned[PADDING], released["token_embedding.weight"][PADDING])
+	assert not torch.equal(tuned, released["token_embedding.weight"])
 
 
 def test_refuses_to_write_into_the_pretrained_run(tmp_path, dataset):
@@ -240,7 +257,7 @@ def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, d
 	# A preset of our own, registered like the catalogue's, with recipes no other preset has.
 	from dimgpt.presets import PRESETS
 
-	model = ModelConfig(vocab_size=1000, context_length=96, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2)
+	model = ModelConfig(vocab_size=2_000, context_length=96, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2)
 	small = replace(RECIPE, batch_size=2, grad_accum=1, eval_every=2, eval_batches=1, checkpoint_every=2)
 	fake = replace(get_preset("tiny"), name="fake", model=model, train=small, finetune=replace(small, lr=7e-4))
 	monkeypatch.setitem(PRESETS, "fake", lambda: fake)

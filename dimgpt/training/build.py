@@ -20,9 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dimgpt import runs
 from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig
-from dimgpt.data.tokenizer import Tokenizer
+from dimgpt.data.tokenizer import PADDING, Tokenizer
 from dimgpt.errors import UsageError, UserError
 from dimgpt.presets import get_preset, preset_for_model
 from dimgpt.training.distributed import Distributed, cleanup_distributed, setup_distributed
@@ -156,6 +158,8 @@ def build_trainer(
 			progress=progress,
 			epoch_tokens=_dataset_tokens(train_loader),
 		)
+		if kind == "instruct":
+			keep_padding_row(trainer)
 	except BaseException:
 		for loader in (train_loader, val_loader):
 			if hasattr(loader, "close"):
@@ -167,6 +171,25 @@ def build_trainer(
 		raise
 	trainer.lock = lock
 	return trainer
+
+
+def keep_padding_row(trainer: Trainer) -> None:
+	"""Put the embedding's ⮜padding⮞ row (id 1) back after every optimizer step: it stays as it started.
+
+	The release's embedding had `padding_idx=1`, so its pretraining never updated that row from the
+	input side. Here the row would move all the same: the output layer is the same matrix (its softmax
+	pushes every row), AdamW decays it, and Adam's moments keep moving it. Restoring it after each step
+	keeps the released (or pretrained) row exactly, resumed runs included (docs/dimensiongpt.md,
+	"Fine-tuning").
+	"""
+	weight = trainer.model.token_embedding.weight
+	row = weight[PADDING].detach().clone()
+
+	def restore(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+		with torch.no_grad():
+			weight[PADDING] = row
+
+	trainer.optimizer.register_step_post_hook(restore)
 
 
 def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:

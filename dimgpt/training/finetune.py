@@ -7,6 +7,9 @@ pretrained run (a preset given overrides it). The pretrained run is only read: t
 its own directory (checkpoints, metrics, plots, vocab.txt) and resumes from there when restarted.
 
 	RUN_DIR/finetune.json   where it started from; validation loss (answer tokens) before and after
+
+Like every instruct run, it keeps the embedding's ⮜padding⮞ row as it started
+(`dimgpt.training.build.keep_padding_row`).
 """
 
 from __future__ import annotations
