@@ -51,7 +51,7 @@ def train_small_model(tokenizer: Tokenizer, texts: list[str], steps: int = 60, s
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Transformer, Tokenizer]:
 	"""A run-like directory (model.safetensors, model.json, vocab.txt) of a briefly trained model."""
 	texts = list(embedded_documents())[:40] + FRENCH * 20
-	tokenizer = Tokenizer.train(texts, 600, progress=False)
+	tokenizer = Tokenizer.train(texts, 1_600, progress=False)
 	model = train_small_model(tokenizer, texts)
 	directory = tmp_path_factory.mktemp("model")
 	save_model(model, directory)
@@ -166,7 +166,7 @@ def test_dataset_validation_split_is_the_text_create_data_held_out(trained, tmp_
 	texts = list(embedded_documents())
 	(tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
 	config = DataConfig(
-		vocab_size=600,
+		vocab_size=1_600,
 		tokenizer_chars=200_000,
 		validation_fraction=0.05,
 		sources=(SourceConfig("docs", path=str(tmp_path / "docs.jsonl")),),
@@ -187,7 +187,7 @@ def test_dataset_validation_split_is_the_text_create_data_held_out(trained, tmp_
 
 
 def test_released_pt_state_dict_is_evaluated_as_the_model_it_holds(tmp_path):
-	tokenizer = Tokenizer.train(FRENCH * 20, 600, progress=False)
+	tokenizer = Tokenizer.train(FRENCH * 20, 1_600, progress=False)
 	# head size 64, context 512, window 256: what load_model infers from a bare state_dict
 	config = ModelConfig(
 		vocab_size=tokenizer.vocab_size, context_length=512, window=256, dim=128, n_layers=2, n_heads=2, n_kv_heads=1

@@ -43,12 +43,12 @@ QUESTIONS = ["Bonjour", "Qui es-tu ?", "La ville est belle ?", "Paris ?", "Et la
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-	return Tokenizer.train(TEXTS * 10, 600, progress=False)
+	return Tokenizer.train(TEXTS * 10, 1_600, progress=False)
 
 
 @pytest.fixture(scope="module")
 def sampler(tokenizer: Tokenizer) -> Sampler:
-	"""The tiny preset's shape (context 128, window 64) with random weights and a 600-token vocabulary."""
+	"""The tiny preset's shape (context 128, window 64) with random weights and a 1,600-token vocabulary."""
 	torch.manual_seed(0)
 	config = dataclasses.replace(get_preset("tiny").model, vocab_size=tokenizer.vocab_size)
 	return Sampler(Transformer(config).eval(), tokenizer)
