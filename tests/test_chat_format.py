@@ -19,7 +19,7 @@ TURNS = [("system", "Tu es un assistant."), ("user", "Bonjour !"), ("assistant",
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-	return Tokenizer.train([text for _, text in TURNS] * 20, 600, progress=False)
+	return Tokenizer.train([text for _, text in TURNS] * 20, 1_600, progress=False)  # every cleaned character a token
 
 
 def test_a_conversation_written_out(tokenizer: Tokenizer) -> None:
@@ -38,7 +38,7 @@ def test_a_conversation_written_out(tokenizer: Tokenizer) -> None:
 
 
 def test_chat_session_prompts_in_the_same_format(tokenizer: Tokenizer) -> None:
-	config = ModelConfig(vocab_size=640, context_length=64, window=32, dim=32, n_layers=1, n_heads=2, n_kv_heads=1)
+	config = ModelConfig(vocab_size=1_664, context_length=64, window=32, dim=32, n_layers=1, n_heads=2, n_kv_heads=1)
 	torch.manual_seed(0)
 	session = ChatSession(
 		Sampler(Transformer(config), tokenizer), system=TURNS[0][1], settings=SamplingConfig(max_new_tokens=8)
