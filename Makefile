@@ -1,6 +1,7 @@
 # These commands do all the set-up on a fresh machine:
 #   make run    set up, then run the main job end to end on the embedded default corpus
 #   make test   set up, then lint and run the test suite
+#   make test-fast  the tests not marked slow, no lint
 #   make bench  set up, then run the benchmarks (BENCH="generation training" for some of them)
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ PRESET ?= tiny
 RUN_DIR ?= runs/$(PRESET)
 BENCH ?=
 
-.PHONY: run test lint bench clean-venv
+.PHONY: run test test-fast lint bench clean-venv
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.dev
 	$(PY) -m bench $(BENCH)

@@ -90,6 +90,7 @@ SAVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kills a saving process many times
 def test_a_kill_at_any_instant_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
 	rng = random.Random(0)
 	env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}

@@ -251,6 +251,7 @@ def test_a_run_directory_in_use_is_refused(world: Path, tmp_path: Path, capsys: 
 	)
 
 
+@pytest.mark.slow  # starts python -m dimgpt
 def test_the_real_entry_point_prints_one_line_and_debug_shows_the_traceback(world: Path, tmp_path: Path) -> None:
 	evil_pt(tmp_path)
 	argv = [sys.executable, "-m", "dimgpt", *GENERATE, "--model", "evil.pt", "--vocab", str(world / "run/vocab.txt")]

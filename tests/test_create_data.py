@@ -23,6 +23,8 @@ from dimgpt.data.sources import document_hash, documents
 from dimgpt.data.store import StoreError, verify_dataset
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
 
+pytestmark = pytest.mark.slow  # builds datasets from the real corpus
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

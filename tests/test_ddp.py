@@ -16,6 +16,8 @@ from dimgpt.data.loader import PretrainLoader
 from dimgpt.training.build import train
 from dimgpt.training.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # two torchrun processes
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"batch_size": 2, "grad_accum": 2, "log_every": 1, "eval_every": 2, "checkpoint_every": 2}
 

@@ -88,6 +88,7 @@ def token_by_token(model: Transformer, sequence: list[int], context: int, stride
 	return nll, hits
 
 
+@pytest.mark.slow  # minutes on a busy 2-core machine
 @pytest.mark.parametrize("stride", [None, 5])
 def test_scores_equal_a_token_by_token_recomputation(trained, stride):
 	_, model, tokenizer = trained
@@ -119,6 +120,7 @@ def test_bits_per_byte_and_character_count_the_raw_text(trained):
 	assert score.perplexity == pytest.approx(math.exp(score.nll / score.tokens))
 
 
+@pytest.mark.slow  # minutes on a busy 2-core machine
 def test_cli_reads_txt_jsonl_and_parquet_and_writes_the_table_and_json(trained, tmp_path, capsys):
 	import pandas as pd
 

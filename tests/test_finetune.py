@@ -101,6 +101,7 @@ def dataset(tmp_path_factory) -> Path:
 	return make_dataset(tmp_path_factory.mktemp("ft-data"), conversations, held=0.1)
 
 
+@pytest.mark.slow  # trains
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, dataset):
 	pretrained = make_pretrained(tmp_path / "pretrain")
 	before = tree_digest(pretrained)
@@ -158,6 +159,7 @@ def test_refuses_to_write_into_the_pretrained_run(tmp_path, dataset):
 	assert checkpoint(pretrained) == pretrained / "checkpoints" / "last"
 
 
+@pytest.mark.slow  # trains
 def test_chat_model_stops_at_its_end_of_answer(tmp_path, monkeypatch, capsys):
 	# a model fine-tuned briefly on four exchanges answers them and then emits its closing token
 	(tmp_path / "data").mkdir()
@@ -199,6 +201,7 @@ def test_finetune_command(tmp_path, dataset, capsys):
 	assert (out / "checkpoints" / "last" / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow  # trains
 def test_training_notebook_fine_tuning_section(tmp_path):
 	from nbrun import ROOT, execute_notebook, outputs_text
 
@@ -229,6 +232,7 @@ def test_training_notebook_fine_tuning_section(tmp_path):
 	assert (tmp_path / "run-chat" / "loss.png").is_file() and (tmp_path / "run-chat" / "vocab.txt").is_file()
 
 
+@pytest.mark.slow  # trains
 def test_train_kind_instruct_is_the_fine_tuning_path(tmp_path, dataset):
 	# `python -m dimgpt train --kind instruct --init-from CHECKPOINT` and `finetune --from RUN` build the
 	# same run: recipe, train config (validation capped to the held-out conversations), loaders
@@ -253,6 +257,7 @@ def test_train_kind_instruct_is_the_fine_tuning_path(tmp_path, dataset):
 		by_finetune.close()
 
 
+@pytest.mark.slow  # trains
 def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, dataset, monkeypatch, capsys):
 	# A preset of our own, registered like the catalogue's, with recipes no other preset has.
 	from dimgpt.presets import PRESETS

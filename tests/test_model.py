@@ -146,6 +146,7 @@ def _cached_logits(model: Transformer, tokens: torch.Tensor, prefill: int, **cac
 	return torch.cat(steps, dim=1)
 
 
+@pytest.mark.slow  # a full recomputation per step
 @pytest.mark.parametrize("prefill", [1, 5, 20])
 def test_kv_cache_equals_full_recomputation_at_every_step(prefill):
 	"""Past the window (8) and past the context length (48): positions keep counting, buffers roll."""

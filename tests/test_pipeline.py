@@ -26,6 +26,7 @@ def _steps(run: Path) -> list[int]:
 	return [json.loads(line)["step"] for line in lines]
 
 
+@pytest.mark.slow  # the whole main job, twice
 def test_main_job_runs_end_to_end_then_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 	budget = {"pretrain_seconds": 6, "finetune_seconds": 3, "questions": ["Bonjour !"], "progress": False}
 	where = run_main_job("tiny", tmp_path, **budget)

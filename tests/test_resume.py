@@ -17,6 +17,8 @@ from test_trainer import build_tiny_dataset
 
 from dimgpt.training.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # training runs in subprocesses, killed and resumed
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 24
 # One thread: fast on a busy 2-core machine, and the same arithmetic in every run.

@@ -53,6 +53,7 @@ def _model(vocab_size: int, seed: int = 0) -> Transformer:
 	return Transformer(config).eval()
 
 
+@pytest.mark.slow  # many generation steps
 def test_cached_generation_has_the_logits_of_full_recomputation_at_every_step():
 	"""Greedy, 60 new tokens after a 5-token prompt: past the window (8) and the context (48)."""
 	sampler = Sampler(_model(200))
@@ -88,6 +89,7 @@ def test_seed_makes_sampling_reproducible():
 	assert sampler.generate_ids(prompt, other, stop_ids=()) != first
 
 
+@pytest.mark.slow  # many generation steps
 def test_control_tokens_are_never_sampled():
 	model = _model(40)
 	banned = [i for i in range(10) if i not in (TAB, NEW_LINE)]

@@ -74,6 +74,7 @@ def _auth() -> dict[str, str]:
 # --- the engine's cache
 
 
+@pytest.mark.slow  # a load test / a full recomputation per row and step
 def test_row_cache_gives_each_row_the_logits_of_its_sequence_alone():
 	"""Three sequences join at steps 0 and 5 (the last two run together, right-padded), the first leaves
 	at step 20 (the last row takes its place), all pass the window (8): each row's logits are those of
@@ -408,6 +409,7 @@ def test_a_full_queue_answers_503_with_retry_after(small_server):
 	_wait_for(lambda: engine.stats()["running"] == engine.stats()["waiting"] == 0)
 
 
+@pytest.mark.slow  # a load test / a full recomputation per row and step
 def test_load_16_streaming_clients_get_the_answers_they_get_alone(server: BackgroundServer):
 	"""16 concurrent streaming clients x 8 requests: no error, each greedy answer that of the request alone."""
 	requests = [

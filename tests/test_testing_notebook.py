@@ -64,6 +64,7 @@ def test_notebook_generates_and_chats(tiny_run: Path):
 	assert not errors
 
 
+@pytest.mark.slow  # executes the testing notebook
 def test_notebook_says_where_the_weights_go(tmp_path: Path):
 	notebook = execute_notebook(
 		"testing.ipynb",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from nbrun import ROOT, execute_notebook, outputs_text
+
+pytestmark = pytest.mark.slow  # executes the training notebook
 
 
 def test_training_notebook_trains_then_resumes(tmp_path: Path) -> None:
