@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dimgpt.training.metrics import MetricsLog, read_metrics, tensorboard_tag
@@ -49,3 +51,48 @@ def test_no_tensorboard_directory_when_turned_off(tmp_path: Path):
 	log.write({"step": 1, "loss": 1.0})
 	log.close()
 	assert not (tmp_path / "tensorboard").exists()
+
+
+def test_training_validation_reports_bits_per_byte_of_the_text_tokens(tmp_path: Path):
+	from dataclasses import replace
+
+	import torch
+	import torch.nn.functional as F
+
+	from dimgpt.data.create import create_data
+	from dimgpt.data.tokenizer import NEW_LINE, TAB, UNKNOWN, Tokenizer
+	from dimgpt.presets import get_preset
+	from dimgpt.training.build import build_trainer
+
+	create_data(
+		replace(get_preset("tiny").data, vocab_size=600, tokenizer_chars=200_000), tmp_path / "data", progress=False
+	)
+	overrides = {
+		"max_steps": 2,
+		"batch_size": 2,
+		"eval_every": 2,
+		"eval_batches": 2,
+		"checkpoint_every": 2,
+		"log_every": 1,
+	}
+	trainer = build_trainer("tiny", tmp_path / "data", tmp_path / "run", progress=False, **overrides)
+	try:
+		trainer.fit()
+		vocab = Tokenizer.load(tmp_path / "data" / "vocab.txt").vocab
+		nll = nbytes = 0.0
+		with torch.no_grad():
+			for x, y, w in trainer.val_batches:
+				losses = F.cross_entropy(trainer.model(x).flatten(0, 1), y.flatten(), reduction="none")
+				for token, loss, weight in zip(y.flatten().tolist(), losses.tolist(), w.flatten().tolist()):
+					size = 1 if token in (TAB, NEW_LINE, UNKNOWN) else len(vocab[token].encode()) if token >= 10 else 0
+					if weight > 0 and size > 0:
+						nll, nbytes = nll + loss, nbytes + size
+	finally:
+		trainer.close()
+	record = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_bits_per_byte" in r][-1]
+	assert record["step"] == 2
+	assert abs(record["val_bits_per_byte"] - nll / math.log(2) / nbytes) < 1e-4
+	assert (tmp_path / "run" / "bits_per_byte.png").is_file()
+	assert scalars(tmp_path / "run" / "tensorboard")["validation/bits_per_byte"][2] == pytest.approx(
+		record["val_bits_per_byte"], rel=1e-6
+	)

@@ -103,6 +103,13 @@ class Tokenizer:
 	def vocab_size(self) -> int:
 		return len(self.vocab)
 
+	def byte_lengths(self) -> np.ndarray:
+		"""UTF-8 bytes of the text each token stands for, int64 [vocab_size], for bits per byte: ⮜tab⮞,
+		⮜new-line⮞ and ⮜unknown⮞ (one character) 1, the other control tokens 0 (they are no text)."""
+		lengths = np.array([len(text.encode("utf-8")) for text in self._plain], dtype=np.int64)
+		lengths[UNKNOWN] = 1
+		return lengths
+
 	@property
 	def fingerprint(self) -> str:
 		"""Short stable hash of the vocabulary (to check a checkpoint and a dataset agree)."""

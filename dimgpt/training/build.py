@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dimgpt import runs
@@ -157,6 +158,7 @@ def build_trainer(
 			env=env,
 			progress=progress,
 			epoch_tokens=_dataset_tokens(train_loader),
+			token_bytes=_token_bytes(dataset_dir),
 		)
 		if kind == "instruct":
 			keep_padding_row(trainer)
@@ -190,6 +192,12 @@ def keep_padding_row(trainer: Trainer) -> None:
 			weight[PADDING] = row
 
 	trainer.optimizer.register_step_post_hook(restore)
+
+
+def _token_bytes(dataset_dir: Path) -> np.ndarray | None:
+	"""UTF-8 bytes of each token of the dataset's vocabulary, for the validation's bits per byte."""
+	vocab = dataset_dir / runs.VOCAB_FILE
+	return Tokenizer.load(vocab).byte_lengths() if vocab.is_file() else None
 
 
 def train(preset: Preset | str | None, dataset_dir: str | Path, run_dir: str | Path, **options: Any) -> TrainResult:

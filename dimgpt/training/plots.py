@@ -1,4 +1,4 @@
-"""Loss and accuracy plots made from a run's metrics file (also while the run is going)."""
+"""Loss, accuracy and bits-per-byte plots made from a run's metrics file (also while the run is going)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def _plot(records: list[dict], key: str, label: str, path: Path) -> Path:
 	return path
 
 
-def plot_metrics(run_dir: str | Path) -> tuple[Path, Path]:
-	"""Write RUN_DIR/loss.png and RUN_DIR/accuracy.png from RUN_DIR/metrics.jsonl."""
+def plot_metrics(run_dir: str | Path) -> tuple[Path, Path, Path]:
+	"""Write RUN_DIR/loss.png, accuracy.png and bits_per_byte.png (validation) from RUN_DIR/metrics.jsonl."""
 	run_dir = Path(run_dir)
 	records = read_metrics(run_dir / "metrics.jsonl")
 	for r in records:
@@ -55,4 +55,5 @@ def plot_metrics(run_dir: str | Path) -> tuple[Path, Path]:
 			r["val_accuracy"] = 100 * r["val_accuracy"]
 	loss = _plot(records, "loss", "loss (cross-entropy, nats)", run_dir / "loss.png")
 	accuracy = _plot(records, "accuracy", "next-token accuracy (%)", run_dir / "accuracy.png")
-	return loss, accuracy
+	bits = _plot(records, "bits_per_byte", "validation bits per byte (text tokens)", run_dir / "bits_per_byte.png")
+	return loss, accuracy, bits

@@ -141,7 +141,10 @@ class Trainer:
 		env: Distributed | None = None,
 		progress: bool = True,
 		epoch_tokens: int | None = None,
+		token_bytes: np.ndarray | None = None,
 	) -> None:
+		"""token_bytes: UTF-8 bytes of each token's text (`Tokenizer.byte_lengths`), for the validation's
+		bits per byte (none without it)."""
 		self.model_config, self.config = model_config, train_config
 		# saved with every checkpoint, with this run's model and train configs, for whoever continues it
 		self.recipe = replace(recipe, model=model_config, train=train_config) if recipe is not None else None
@@ -153,6 +156,10 @@ class Trainer:
 		self.train_loader, self.val_loader = train_loader, val_loader
 		self.env = env or Distributed(device=pick_device())
 		self.device = self.env.device
+		self.token_bytes = None
+		if token_bytes is not None:  # spare slots of a model vocabulary larger than the tokenizer's: no text
+			self.token_bytes = torch.zeros(model_config.vocab_size, device=self.device)
+			self.token_bytes[: len(token_bytes)] = torch.as_tensor(token_bytes, dtype=torch.float32)
 		self.progress, self.epoch_tokens = progress, epoch_tokens
 		self.precision = resolve_precision(train_config.precision, self.device)
 		# grad_accum is the recipe's, for one process: ranks share it so the global batch stays the same.
@@ -320,18 +327,32 @@ class Trainer:
 
 	@torch.no_grad()
 	def evaluate(self) -> dict[str, float]:
-		"""Loss and accuracy on the fixed validation batches (summed over ranks)."""
+		"""Loss, accuracy and bits per byte on the fixed validation batches (summed over ranks).
+
+		Bits per byte: the loss of the scored tokens that are text (not ⮜end-of-text⮞, ⮜user⮞, ...), in
+		bits, over the UTF-8 bytes of the text they spell, which is the cleaned text (`evaluate` on raw
+		text counts the raw bytes: the two differ where cleaning changed characters)."""
 		self.model.eval()
-		sums = torch.zeros(3, device=self.device)
+		sums = torch.zeros(5, device=self.device)
 		for batch in self.val_batches:
 			x, y, w = (t.to(self.device) for t in batch)
-			loss_sum, hits = self._forward(self.model, x, y, w)
-			sums += torch.stack([loss_sum, hits, w.sum(dtype=torch.float32)])
+			with self.autocast():
+				logits = self.model(x)
+			loss_sum, hits = weighted_sums(logits, y, w)
+			text_loss = text_bytes = torch.zeros((), device=self.device)
+			if self.token_bytes is not None:
+				nbytes = self.token_bytes[y]
+				text_loss, _ = weighted_sums(logits, y, w * (nbytes > 0))
+				text_bytes = (w * nbytes).sum()
+			sums += torch.stack([loss_sum, hits, w.sum(dtype=torch.float32), text_loss, text_bytes])
 		all_reduce(sums, self.env)
-		loss, hits, weight = sums.tolist()
+		loss, hits, weight, text_loss, text_bytes = sums.tolist()
 		if weight <= 0:  # nothing to score (no answer token in the validation batches): no figure, not 0
 			return {"val_loss": math.nan, "val_accuracy": math.nan}
-		return {"val_loss": loss / weight, "val_accuracy": hits / weight}
+		result = {"val_loss": loss / weight, "val_accuracy": hits / weight}
+		if text_bytes > 0:
+			result["val_bits_per_byte"] = text_loss / math.log(2) / text_bytes
+		return result
 
 	# --- the loop -----------------------------------------------------------------------------------
 
