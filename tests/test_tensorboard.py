@@ -65,7 +65,7 @@ def test_training_validation_reports_bits_per_byte_of_the_text_tokens(tmp_path: 
 	from dimgpt.training.build import build_trainer
 
 	create_data(
-		replace(get_preset("tiny").data, vocab_size=600, tokenizer_chars=200_000), tmp_path / "data", progress=False
+		replace(get_preset("tiny").data, vocab_size=1_600, tokenizer_chars=200_000), tmp_path / "data", progress=False
 	)
 	overrides = {
 		"max_steps": 2,
