@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, one_thread, real_batches  # noqa: F401 (autouse fixture)
+from support import QUICK, ROOT, SMALL, ListLoader, real_batches
 
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
@@ -28,8 +28,6 @@ from dimgpt.training.checkpoint import (
 	save_checkpoint,
 )
 from dimgpt.training.trainer import Trainer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_round_trip_is_plain_data(tmp_path: Path) -> None:
@@ -76,7 +74,7 @@ SAVER = textwrap.dedent(
 	import sys, torch
 	from dimgpt.model.transformer import Transformer
 	from dimgpt.training.checkpoint import save_checkpoint
-	from test_trainer import SMALL
+	from support import SMALL
 	model = Transformer(SMALL)
 	step = 0
 	while True:
@@ -111,8 +109,8 @@ def test_a_kill_at_any_instant_leaves_a_loadable_checkpoint(tmp_path: Path) -> N
 		assert torch.all(state["moments"] == state["step"])
 
 
-def test_resume_refuses_another_model_config(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-	data = build_tiny_dataset(tmp_path_factory)
+def test_resume_refuses_another_model_config(tiny_dataset: Path, tmp_path: Path) -> None:
+	data = tiny_dataset
 	loader = ListLoader(real_batches(data, 1, 4))
 	Trainer(SMALL, replace(QUICK, max_steps=1), tmp_path, loader, progress=False).fit()
 	other = replace(SMALL, n_layers=3, dim=128)

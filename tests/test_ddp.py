@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import build_tiny_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 from dimgpt.data.loader import PretrainLoader
 from dimgpt.training.build import train
@@ -56,8 +55,9 @@ def torchrun(data: Path, run_dir: Path, steps: int) -> subprocess.CompletedProce
 	return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-	data = build_tiny_dataset(tmp_path_factory)
+@pytest.mark.usefixtures("one_thread")
+def test_two_gloo_processes_match_one_process(tiny_dataset: Path, tmp_path: Path) -> None:
+	data = tiny_dataset
 
 	def make_loader(split: str, env) -> Interleaved:
 		return Interleaved([PretrainLoader(data, split, 2, 128, rank=r, world_size=2) for r in (0, 1)])

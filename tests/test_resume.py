@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import build_tiny_dataset
 
 from dimgpt.training.metrics import read_metrics
 
@@ -56,8 +55,8 @@ def curve(run_dir: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-	return build_tiny_dataset(tmp_path_factory)
+def data(tiny_dataset: Path) -> Path:
+	return tiny_dataset
 
 
 @pytest.fixture(scope="module")

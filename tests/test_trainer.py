@@ -10,77 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import QUICK, SMALL, ListLoader, real_batches
 
-from dimgpt.config import ModelConfig
-from dimgpt.data.create import create_data
 from dimgpt.data.loader import PretrainLoader
 from dimgpt.model.loading import read_model_config
 from dimgpt.model.transformer import Transformer
-from dimgpt.presets import get_preset
 from dimgpt.training.metrics import read_metrics
 from dimgpt.training.trainer import Trainer, make_optimizer, resolve_precision
 
-# A model small enough that a step takes milliseconds, over the tiny preset's vocabulary.
-SMALL = ModelConfig(vocab_size=4_096, context_length=32, window=16, dim=64, n_layers=2, n_heads=4, n_kv_heads=2)
-QUICK = replace(
-	get_preset("tiny").train,
-	batch_size=4,
-	warmup_steps=2,
-	decay_steps=20,
-	max_steps=4,
-	eval_every=0,
-	eval_batches=0,
-	checkpoint_every=0,
-	log_every=1,
-)
-
-
-def build_tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-	"""The tiny preset's dataset (embedded corpus, small tokenizer budget), built once per test session."""
-	out = tmp_path_factory.getbasetemp() / "tiny-dataset"
-	if not (out / "data.json").exists():
-		create_data(replace(get_preset("tiny").data, tokenizer_chars=300_000), out, progress=False)
-	return out
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-	"""Tiny models run faster on one thread, above all on a busy machine."""
-	threads = torch.get_num_threads()
-	torch.set_num_threads(1)
-	yield
-	torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-	return build_tiny_dataset(tmp_path_factory)
-
-
-class ListLoader:
-	"""Replays given batches in order (state: the position), for tests that shape the batches."""
-
-	def __init__(self, batches: list) -> None:
-		self.batches, self.position = batches, 0
-
-	def next_batch(self):
-		batch = self.batches[self.position % len(self.batches)]
-		self.position += 1
-		return batch
-
-	def state_dict(self) -> dict:
-		return {"position": self.position}
-
-	def load_state_dict(self, state: dict) -> None:
-		self.position = state["position"]
-
-
-def real_batches(dataset: Path, n: int, batch_size: int, seed: int = 1) -> list:
-	loader = PretrainLoader(dataset, "train", batch_size, SMALL.context_length, seed=seed)
-	try:
-		return [tuple(t.clone() for t in loader.next_batch()) for _ in range(n)]
-	finally:
-		loader.close()
+def tiny_data(tiny_dataset: Path) -> Path:
+	return tiny_dataset
 
 
 def losses(run_dir: Path) -> list[float]:
