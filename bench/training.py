@@ -70,7 +70,7 @@ def ours_step(config: ModelConfig, batch_size: int, work: Path, device: torch.de
 def mistral_step(config: ModelConfig, batch_size: int, device: torch.device):
 	from transformers import MistralForCausalLM
 
-	from dimgpt.training.trainer import make_optimizer
+	from dimgpt.training.optim import make_optimizer
 
 	hf = mistral_config(config)
 	torch.manual_seed(0)

@@ -22,6 +22,9 @@ from dimgpt.errors import BadFileError, NotFoundError, UsageError
 
 T = TypeVar("T")
 
+SCHEDULES = ("cosine", "wsd")  # learning-rate schedules (dimgpt.training.schedule)
+OPTIMIZERS = ("adamw", "muon")  # dimgpt.training.optim
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -244,10 +247,23 @@ class TrainConfig:
 	max_nonfinite_in_row: int = 20  # this many skipped (non-finite) updates in a row stop the run
 	patience: int = 0  # stop after this many validations without a new best loss (0: never); best is kept
 	seed: int = 0
+	# The newer recipe (README "Training recipes"): see dimgpt.training.schedule and .optim.
+	schedule: str = "cosine"  # cosine (the release's) | wsd (warmup, constant, final linear decay)
+	cooldown_steps: int = 0  # wsd: steps of the final decay, ending at decay_steps; 0: the last 20 %
+	optimizer: str = "adamw"  # adamw (the release's) | muon (Muon on the blocks' matrices, AdamW on the rest)
+	muon_lr: float = 0.02  # Muon's peak rate (its groups follow the schedule's shape)
+	muon_momentum: float = 0.95
+	muon_weight_decay: float = 0.0  # decoupled, as AdamW's: each step scales the weights by 1 - rate × this
 
 	def __post_init__(self) -> None:
 		if self.precision not in ("auto", "bf16", "fp16", "fp32"):
 			raise UsageError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
+		if self.schedule not in SCHEDULES:
+			raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+		if self.optimizer not in OPTIMIZERS:
+			raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+		if self.cooldown_steps < 0:
+			raise UsageError(f"cooldown_steps must be >= 0, got {self.cooldown_steps}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from dimgpt.data.loader import PretrainLoader
 from dimgpt.model.loading import read_model_config
 from dimgpt.model.transformer import Transformer
 from dimgpt.training.metrics import read_metrics
-from dimgpt.training.trainer import Trainer, make_optimizer, resolve_precision
+from dimgpt.training.optim import make_optimizer
+from dimgpt.training.trainer import Trainer, resolve_precision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
