@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import subprocess
 import sys
@@ -191,3 +193,20 @@ def test_muon_under_two_gloo_processes_matches_one_process(tiny_data: Path, tmp_
 	for a, b in zip(one, two):
 		assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), a["step"]
 	assert len({r["loss"] for r in one}) == 3
+
+
+def test_a_time_budget_decays_a_wsd_run_over_its_last_fifth(tiny_data: Path, tmp_path: Path) -> None:
+	"""With max_seconds, WSD cannot know its last step: the decay starts at 80 % of the time and ends the run."""
+	config = replace(MUON, grad_accum=1, max_steps=100_000, decay_steps=100_000, warmup_steps=1, max_seconds=4.0)
+	trainer = pretrain_trainer(tiny_data, tmp_path, config)
+	result = trainer.fit()
+	trainer.close()
+	first = trainer.decay_from
+	assert result.reason == "done" and first is not None and first >= 1
+	assert result.step == first + math.ceil(first / 4)  # a quarter of the steps done: a fifth of the run
+	lrs = [r["lr"] for r in read_metrics(tmp_path / "metrics.jsonl") if "lr" in r]
+	assert len(lrs) == result.step and lrs[: first + 1] == [config.lr] * (first + 1)  # step `first` starts it
+	assert all(a > b for a, b in itertools.pairwise(lrs[first:]))
+	assert lrs[-1] == pytest.approx(config.min_lr + (config.lr - config.min_lr) / math.ceil(first / 4))
+	saved = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
+	assert saved["decay_from"] == first and saved["step"] == result.step

@@ -10,7 +10,7 @@ import pytest
 
 from dimgpt.config import TrainConfig
 from dimgpt.presets import get_preset
-from dimgpt.training.schedule import decay_start, learning_rate, lr_factor
+from dimgpt.training.schedule import decay_start, learning_rate, lr_factor, timed_decay
 
 RECIPE = get_preset("dimensiongpt-0.2b").train  # 6e-4 -> 6e-5, 2,000 warmup, decay over 100,000 steps
 
@@ -77,3 +77,11 @@ def test_unknown_schedule_or_optimizer_is_refused() -> None:
 		TrainConfig(schedule="linear")
 	with pytest.raises(ValueError, match="optimizer must be one of adamw, muon"):
 		TrainConfig(optimizer="sgd")
+
+
+def test_a_timed_decay_lasts_a_quarter_of_the_steps_done() -> None:
+	config = timed_decay(replace(WSD, decay_steps=10_000), 400)
+	assert (config.decay_steps, config.cooldown_steps) == (500, 100)
+	assert learning_rate(399, config) == 1e-3 and learning_rate(450, config) == pytest.approx(5.5e-4)
+	assert learning_rate(500, config) == 1e-4
+	assert timed_decay(WSD, 1).cooldown_steps == 1

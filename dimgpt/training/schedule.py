@@ -7,6 +7,10 @@
   phase decayed into a final model by resuming it with `decay_steps` = its step + the decay's length
   (`python -m dimgpt decay`).
 
+With a time budget (`max_seconds`), a WSD run cannot know its last step in advance: the trainer
+starts the decay when 80 % of the time is spent, over a quarter of the steps done so far (so about
+the last 20 % of the time, see `timed_decay`), and the run ends when that decay does.
+
 `learning_rate` is the rate of the AdamW groups (the one logged); Muon's groups follow the same
 shape from their own peak: every group's rate is its peak times `lr_factor`.
 """
@@ -14,6 +18,7 @@ shape from their own peak: every group's rate is its peak times `lr_factor`.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from dimgpt.config import TrainConfig
 
@@ -50,3 +55,12 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def lr_factor(step: int, config: TrainConfig) -> float:
 	"""The schedule's value at `step` relative to the peak: what every param group's peak is scaled by."""
 	return learning_rate(step, config) / config.lr if config.lr > 0 else 0.0
+
+
+def timed_decay(config: TrainConfig, step: int) -> TrainConfig:
+	"""`config` with its WSD decay moved to start at `step`, lasting a quarter of the steps done.
+
+	The decay then takes the same share of the run (DEFAULT_COOLDOWN) as in a run planned in steps.
+	"""
+	cooldown = max(1, math.ceil(step * DEFAULT_COOLDOWN / (1 - DEFAULT_COOLDOWN)))
+	return replace(config, decay_steps=step + cooldown, cooldown_steps=cooldown)

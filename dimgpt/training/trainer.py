@@ -51,7 +51,7 @@ from dimgpt.training.loss import weighted_sums
 from dimgpt.training.metrics import MetricsLog, Smoother, flops_per_token, peak_flops
 from dimgpt.training.optim import load_optimizer_state, make_optimizer, set_lr
 from dimgpt.training.plots import plot_metrics
-from dimgpt.training.schedule import learning_rate, lr_factor
+from dimgpt.training.schedule import DEFAULT_COOLDOWN, decay_start, learning_rate, lr_factor, timed_decay
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -164,6 +164,7 @@ class Trainer:
 		self.evals_since_best = 0  # validations since the best one (early stopping: config.patience)
 		self.val_loss: float | None = None
 		self.smooth_loss, self.smooth_accuracy = Smoother(), Smoother()
+		self.decay_from: int | None = None  # the step a time budget started a WSD run's decay at
 		self._signal: int | None = None
 
 		if self.env.is_main:  # one process repairs a save killed half-way; the others wait, then read
@@ -237,6 +238,7 @@ class Trainer:
 		self.evals_since_best = state.get("evals_since_best", 0)  # absent from checkpoints before early stopping
 		self.smooth_loss.load_state_dict(state["smooth_loss"])
 		self.smooth_accuracy.load_state_dict(state["smooth_accuracy"])
+		self.decay_from = state.get("decay_from")
 
 	def _state(self) -> dict[str, Any]:
 		"""The training state (every rank calls this: it gathers the loader positions)."""
@@ -251,6 +253,7 @@ class Trainer:
 			"val_loss": self.val_loss,
 			"smooth_loss": self.smooth_loss.state_dict(),
 			"smooth_accuracy": self.smooth_accuracy.state_dict(),
+			"decay_from": self.decay_from,
 			"optimizer": self.optimizer.state_dict(),
 			"scaler": self.scaler.state_dict(),
 			"loaders": gather_objects(self.train_loader.state_dict(), self.env),
@@ -289,8 +292,9 @@ class Trainer:
 		# micro-batches of unequal padding give exactly the gradient of one big batch.
 		weight = all_reduce(sum(w.sum(dtype=torch.float32) for _, _, w in batches), self.env)
 		weight = weight.clamp(min=1e-6)
-		lr = learning_rate(self.step, self.config)
-		set_lr(self.optimizer, lr_factor(self.step, self.config))
+		schedule = self.schedule
+		lr = learning_rate(self.step, schedule)
+		set_lr(self.optimizer, lr_factor(self.step, schedule))
 		loss_sum = torch.zeros((), device=self.device)
 		hits = torch.zeros((), device=self.device)
 		for i, (x, y, w) in enumerate(batches):
@@ -355,16 +359,26 @@ class Trainer:
 		if self.env.is_main:
 			tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
 
+	@property
+	def schedule(self) -> TrainConfig:
+		"""The train config the learning rate follows: WSD's decay moved where a time budget started it."""
+		return timed_decay(self.config, self.decay_from) if self.decay_from is not None else self.config
+
 	def _stop_reason(self, started: float) -> str | None:
-		"""Why to stop before the next step, agreed on by all ranks."""
+		"""Why to stop before the next step, agreed on by all ranks (and whether to start a timed decay)."""
 		c = self.config
 		elapsed = self.elapsed + time.perf_counter() - started
 		stop_file = self.run_dir / runs.STOP_FILE
+		# WSD under a time budget: the decay starts at 80 % of the time; the run then ends with it.
+		timed = c.schedule == "wsd" and c.max_seconds is not None
+		decaying = self.decay_from is not None
 		flags = torch.tensor(
 			[
+				timed and not decaying and elapsed >= (1 - DEFAULT_COOLDOWN) * c.max_seconds,
 				c.max_steps is not None and self.step >= c.max_steps,
 				c.max_tokens is not None and self.tokens >= c.max_tokens,
-				c.max_seconds is not None and elapsed >= c.max_seconds,
+				c.max_seconds is not None and not decaying and elapsed >= c.max_seconds,
+				decaying and self.step >= self.schedule.decay_steps,
 				self.env.is_main and stop_file.exists(),
 				c.patience > 0 and self.evals_since_best >= c.patience,
 				self._signal == signal.SIGINT,
@@ -373,13 +387,22 @@ class Trainer:
 			dtype=torch.float32,
 			device=self.device,
 		)
-		flags = all_reduce(flags, self.env, op="max").tolist()
+		start_decay, *flags = all_reduce(flags, self.env, op="max").tolist()
+		if start_decay and self.step < decay_start(c) and self.step > 0:
+			self.decay_from = self.step
+			flags[2] = False  # the time budget now ends with the decay, not at max_seconds
+			if self.env.is_main:
+				tqdm.write(
+					f"step {self.step}: 80 % of the time budget spent, the learning rate decays over the next "
+					f"{self.schedule.cooldown_steps} steps"
+				)
 		budgets = (
 			f"step budget of {c.max_steps:,}" if c.max_steps is not None else "",
 			f"token budget of {c.max_tokens:,}" if c.max_tokens is not None else "",
 			f"time budget of {_duration(c.max_seconds)}" if c.max_seconds is not None else "",
+			f"time budget of {_duration(c.max_seconds)}, its decay done" if c.max_seconds is not None else "",
 		)
-		reasons = ("done", "done", "done", "stop-file", "early-stop", "interrupted", "terminated")
+		reasons = ("done", "done", "done", "done", "stop-file", "early-stop", "interrupted", "terminated")
 		for i, (flag, reason) in enumerate(zip(flags, reasons)):
 			if flag:
 				self.stop_detail = budgets[i] if i < len(budgets) else ""
