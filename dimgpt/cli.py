@@ -243,6 +243,27 @@ def _train(sub: argparse._SubParsersAction) -> None:
 
 
 @command
+def _decay(sub: argparse._SubParsersAction) -> None:
+	p = sub.add_parser(
+		"decay", help="turn a checkpoint of a WSD run's stable phase into a final model (the run stays extendable)"
+	)
+	p.add_argument("--run-dir", required=True, help="the run trained with --set schedule=wsd (its last checkpoint)")
+	p.add_argument("--data", required=True, help="its dataset folder")
+	p.add_argument("--steps", type=int, help="length of the decay (default: a quarter of the steps done)")
+	p.add_argument("--out", help="run directory of the decayed model (default: RUN_DIR-decayed-STEP)")
+	p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+	def handler(args: argparse.Namespace) -> int:
+		from dimgpt.training.build import decay
+
+		result = decay(args.run_dir, args.data, args.steps, args.out, progress=not args.no_progress)
+		print(f"decayed to step {result.step} in {result.run_dir}: validation loss {result.val_loss}")
+		return _stop_code(result.reason)
+
+	p.set_defaults(handler=handler)
+
+
+@command
 def _create_data(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser("create-data", help="sources -> tokenizer -> sharded token files (resumable)")
 	p.add_argument("--preset", default="tiny", choices=_presets(), help="configuration preset (default: tiny)")
@@ -514,6 +535,7 @@ WORKFLOW = (
 	"merge-data",
 	"verify-data",
 	"train",
+	"decay",
 	"finetune",
 	"evaluate",
 	"generate",

@@ -15,7 +15,9 @@ import torch
 from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, one_thread, real_batches  # noqa: F401
 
 from dimgpt.data.loader import PretrainLoader
+from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
+from dimgpt.presets import get_preset
 from dimgpt.training.metrics import read_metrics
 from dimgpt.training.optim import Optimizers, make_optimizer
 from dimgpt.training.trainer import Trainer
@@ -37,9 +39,9 @@ def test_muon_gets_the_block_matrices_and_adamw_the_rest() -> None:
 	assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
 	names = {id(p): n for n, p in model.named_parameters()}
 	hidden = sorted(names[id(p)].split(".", 2)[2] for g in muon.param_groups for p in g["params"])
-	per_block = ["attention.key.weight", "attention.projection.weight", "attention.query.weight"]
-	per_block += ["attention.value.weight", "feed_forward.linear_1.weight", "feed_forward.linear_2.weight"]
-	per_block += ["feed_forward.linear_3.weight"]
+	# query/key/value and linear_1/linear_2 are fused matrices: Muon orthogonalises each fused one whole
+	per_block = ["attention.projection.weight", "attention.qkv.weight"]
+	per_block += ["feed_forward.linear_12.weight", "feed_forward.linear_3.weight"]
 	assert hidden == sorted(per_block * SMALL.n_layers)
 	rest = [names[id(p)] for g in adamw.param_groups for p in g["params"]]
 	assert rest.count("token_embedding.weight") == 1 and "final_linear.weight" not in rest  # tied: one tensor
@@ -155,7 +157,7 @@ def test_fine_tuning_a_checkpoint_with_muon(tiny_data: Path, tmp_path: Path) -> 
 	tuned.fit()
 	tuned.close()
 	assert tuned.step == 2 and not torch.equal(
-		tuned.model.blocks[0].attention.query.weight, weights["blocks.0.attention.query.weight"]
+		tuned.model.state_dict()["blocks.0.attention.query.weight"], weights["blocks.0.attention.query.weight"]
 	)
 
 
@@ -163,7 +165,7 @@ def test_fine_tuning_a_checkpoint_with_muon(tiny_data: Path, tmp_path: Path) -> 
 def test_muon_under_two_gloo_processes_matches_one_process(tiny_data: Path, tmp_path: Path) -> None:
 	from test_ddp import Interleaved
 
-	from dimgpt.training.trainer import train
+	from dimgpt.training.build import train
 
 	settings = {"batch_size": 2, "grad_accum": 2, "log_every": 1, "eval_every": 0, "checkpoint_every": 0}
 	settings |= {"optimizer": "muon", "schedule": "wsd", "muon_lr": 0.02}
@@ -210,3 +212,28 @@ def test_a_time_budget_decays_a_wsd_run_over_its_last_fifth(tiny_data: Path, tmp
 	assert lrs[-1] == pytest.approx(config.min_lr + (config.lr - config.min_lr) / math.ceil(first / 4))
 	saved = torch.load(tmp_path / "checkpoints" / "last" / "training.pt", weights_only=True)
 	assert saved["decay_from"] == first and saved["step"] == result.step
+
+
+def test_decay_turns_a_stable_checkpoint_into_a_final_model(tiny_data: Path, tmp_path: Path) -> None:
+	from dimgpt.errors import UsageError
+	from dimgpt.training.build import decay, train
+
+	stable = tmp_path / "stable"
+	quick = {"batch_size": 2, "eval_batches": 0, "eval_every": 0, "checkpoint_every": 0, "log_every": 1}
+	recipe = {"optimizer": "muon", "schedule": "wsd", "warmup_steps": 1, "decay_steps": 1_000, "cooldown_steps": 0}
+	train("tiny", tiny_data, stable, progress=False, max_steps=4, max_seconds=None, **quick, **recipe)
+	result = decay(stable, tiny_data, steps=2, progress=False)
+	assert result.run_dir == tmp_path / "stable-decayed-4" and result.step == 6 and result.reason == "done"
+	lrs = [r["lr"] for r in read_metrics(result.run_dir / "metrics.jsonl") if "lr" in r]
+	peak, low = get_preset("tiny").train.lr, get_preset("tiny").train.min_lr
+	assert lrs == pytest.approx([peak] * 5 + [(peak + low) / 2])  # the stable run's 4, then the decay's 2
+	assert torch.load(stable / "checkpoints" / "last" / "training.pt", weights_only=True)["step"] == 4  # untouched
+	assert not torch.equal(
+		load_model(stable / "checkpoints" / "last").token_embedding.weight,
+		load_model(result.run_dir / "checkpoints" / "last").token_embedding.weight,
+	)
+
+	cosine = tmp_path / "cosine"
+	train("tiny", tiny_data, cosine, progress=False, max_steps=1, max_seconds=None, **quick, schedule="cosine")
+	with pytest.raises(UsageError, match="follows the cosine schedule"):
+		decay(cosine, tiny_data, steps=2, progress=False)

@@ -7,6 +7,9 @@ starting from a pretrained run needs). Both run alone or under `torchrun`.
 The recipe (a `Preset`: model, data, train and fine-tuning configs) is the run's own when it is
 resumed, else the one saved with the checkpoint it starts from, else `tiny`; a preset given
 overrides it (`resolve_recipe`). A run started from weights takes their model shape.
+
+`decay()` turns a checkpoint of a warmup-stable-decay run's stable phase into a final model, in a
+copy of the run (the `decay` command).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import numpy as np
 import torch
 
 from dimgpt import runs
-from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig
+from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig, from_dict
 from dimgpt.data.tokenizer import PADDING, Tokenizer
 from dimgpt.errors import UsageError, UserError
 from dimgpt.presets import get_preset, preset_for_model
+from dimgpt.training.checkpoint import has_checkpoint, load_training_state
 from dimgpt.training.distributed import Distributed, cleanup_distributed, setup_distributed
 from dimgpt.training.lock import RunLock
+from dimgpt.training.schedule import DEFAULT_COOLDOWN, decay_start
 from dimgpt.training.trainer import Loader, Trainer, TrainResult
 
 
@@ -230,6 +235,50 @@ def refused_runs_leave_nothing(run_dir: str | Path) -> Iterator[None]:
 		if created and int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "checkpoints").exists():
 			shutil.rmtree(run_dir, ignore_errors=True)
 		raise
+
+
+def decay(
+	run_dir: str | Path,
+	dataset_dir: str | Path,
+	steps: int | None = None,
+	out: str | Path | None = None,
+	*,
+	progress: bool = True,
+) -> TrainResult:
+	"""Decay the stable phase of the WSD run in `run_dir` into a final model in `out`.
+
+	The run's last checkpoint (step S) is copied to `out` (default: RUN_DIR-decayed-S) and trained for
+	`steps` more steps (default: S / 4, a fifth of the whole) while the rate falls linearly to min_lr.
+	RUN_DIR stays as it was: it can be trained on and decayed again later. Calling this again with the
+	same arguments resumes an interrupted decay.
+	"""
+	run_dir = Path(run_dir)
+	last = runs.last_checkpoint(run_dir)
+	state = load_training_state(last)
+	config = from_dict(TrainConfig, state["configs"]["train"])
+	step = state["step"]
+	if config.schedule != "wsd":
+		raise UsageError(
+			f"{run_dir} follows the {config.schedule} schedule, which decays on its own; "
+			"decay is for runs trained with --set schedule=wsd"
+		)
+	if state.get("decay_from") is not None or step >= decay_start(config):
+		raise UsageError(
+			f"{run_dir} is already in its final decay (step {step}): let it finish with "
+			f"python -m dimgpt train --run-dir {run_dir} --data {dataset_dir}"
+		)
+	steps = steps if steps is not None else max(1, math.ceil(step * DEFAULT_COOLDOWN / (1 - DEFAULT_COOLDOWN)))
+	if steps < 1:
+		raise UsageError(f"--steps must be at least 1, got {steps}")
+	out = Path(out) if out is not None else run_dir.with_name(f"{run_dir.name}-decayed-{step}")
+	if not has_checkpoint(runs.last_checkpoint(out)):
+		shutil.copytree(last, runs.last_checkpoint(out), dirs_exist_ok=True)
+		for name in (runs.METRICS_FILE, runs.VOCAB_FILE):  # the curve goes on from the stable run's
+			if (run_dir / name).is_file():
+				shutil.copyfile(run_dir / name, out / name)
+	end = step + steps
+	budget = {"max_steps": end, "max_tokens": None, "max_seconds": None}
+	return train(None, dataset_dir, out, progress=progress, decay_steps=end, cooldown_steps=steps, **budget)
 
 
 def _dataset_tokens(loader: Any) -> int | None:
