@@ -2,7 +2,8 @@
 
 `dimgpt.config` describes what a recipe holds; this module says which recipes and sources exist:
 
-- `PRESETS`: "dimensiongpt-0.2b" (the release's model, data and recipes), "tiny" (2 CPU cores).
+- `PRESETS`: "dimensiongpt-0.2b" (the release's model, data and recipes), "dimensiongpt-0.2b-v2"
+  (the same with the newer training recipe), "tiny" (2 CPU cores, the newer recipe).
 - `SOURCE_LISTS`: "embedded" (shipped corpus and conversations), "corpus-fr" (../shared/data),
   "dimensiongpt" (the release's Hugging Face datasets).
 
@@ -14,6 +15,7 @@ here is read at import: the preprompt pool is read when a preset is asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +182,22 @@ def _dimensiongpt() -> Preset:
 	)
 
 
+# The newer recipe (README "Training recipes", bench/recipe.py): Muon on the blocks' matrices, AdamW on
+# the embedding and norms, warmup-stable-decay. Muon's rate and decay were tuned on `tiny`.
+NEW_RECIPE = {"optimizer": "muon", "schedule": "wsd", "muon_lr": 0.01, "muon_weight_decay": 0.0}
+
+
+def _dimensiongpt_v2() -> Preset:
+	"""DimensionGPT-0.2B's model and data with the newer recipe; its stable phase can be decayed into a
+	final model at any step (`python -m dimgpt decay`), 20,000 steps of decay by default."""
+	release = _dimensiongpt()
+	return replace(
+		release,
+		name="dimensiongpt-0.2b-v2",
+		train=replace(release.train, **NEW_RECIPE, cooldown_steps=20_000),
+	)
+
+
 def _tiny() -> Preset:
 	"""Small enough to train in minutes on 2 CPU cores."""
 	return Preset(
@@ -212,6 +230,7 @@ def _tiny() -> Preset:
 			eval_batches=10,
 			checkpoint_every=100,
 			log_every=10,
+			**NEW_RECIPE,
 		),
 		finetune=TrainConfig(  # peak lr as in pretraining: 3e-3 beat 1e-3 on the 400-step CPU budget
 			batch_size=16,
@@ -233,7 +252,11 @@ def _tiny() -> Preset:
 	)
 
 
-PRESETS: dict[str, Callable[[], Preset]] = {"dimensiongpt-0.2b": _dimensiongpt, "tiny": _tiny}
+PRESETS: dict[str, Callable[[], Preset]] = {
+	"dimensiongpt-0.2b": _dimensiongpt,
+	"dimensiongpt-0.2b-v2": _dimensiongpt_v2,
+	"tiny": _tiny,
+}
 
 
 def get_preset(name: str) -> Preset:

@@ -17,9 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A model small enough that a step takes milliseconds, over the tiny preset's vocabulary.
 SMALL = ModelConfig(vocab_size=4_096, context_length=32, window=16, dim=64, n_layers=2, n_heads=4, n_kv_heads=2)
-# The tiny recipe cut down to a few steps, no validation and no periodic checkpoint.
+# The tiny recipe cut down to a few steps, no validation and no periodic checkpoint, with DimensionGPT's
+# AdamW and cosine (the tiny preset's Muon and WSD are tested in test_optim.py).
 QUICK = replace(
 	get_preset("tiny").train,
+	optimizer="adamw",
+	schedule="cosine",
 	batch_size=4,
 	warmup_steps=2,
 	decay_steps=20,
