@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dimgpt import runs
-from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig, from_dict
+from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, TrainConfig
 from dimgpt.data.tokenizer import PADDING, Tokenizer
 from dimgpt.errors import UsageError, UserError
 from dimgpt.presets import get_preset, preset_for_model
@@ -255,8 +255,10 @@ def decay(
 	run_dir = Path(run_dir)
 	last = runs.last_checkpoint(run_dir)
 	state = load_training_state(last)
-	config = from_dict(TrainConfig, state["configs"]["train"])
-	step = state["step"]
+	recipe = runs.saved_recipe(last)
+	if recipe is None:
+		raise UsageError(f"{last} holds no recipe.json: decay needs the run's own train config (a run made by train)")
+	config, step = recipe.train, state["step"]
 	if config.schedule != "wsd":
 		raise UsageError(
 			f"{run_dir} follows the {config.schedule} schedule, which decays on its own; "

@@ -222,11 +222,12 @@ class Trainer:
 		]
 		if changed and self.env.is_main:
 			print(f"resuming {self.last_dir} with a changed train config: {'; '.join(changed)}")
-		saved = state["configs"]["train"].get("optimizer", "adamw")
-		if saved != self.config.optimizer:
+		trained_with = "muon" if "muon" in state["optimizer"] else "adamw"  # Muon's state is one dict per optimizer
+		if trained_with != self.config.optimizer:
 			raise MismatchError(
-				f"{self.last_dir} was trained with optimizer={saved!r}, this run asks for {self.config.optimizer!r}; "
-				f"resume with --set optimizer={saved}, or start a new run directory from its weights (--init-from)"
+				f"{self.last_dir} was trained with optimizer={trained_with!r}, this run asks for "
+				f"{self.config.optimizer!r}; resume with --set optimizer={trained_with}, or start a new run "
+				"directory from its weights (--init-from)"
 			)
 		load_optimizer_state(self.optimizer, state["optimizer"])
 		self.scaler.load_state_dict(state["scaler"])
