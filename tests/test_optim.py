@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import QUICK, SMALL, ListLoader, build_tiny_dataset, one_thread, real_batches  # noqa: F401
+from support import QUICK, SMALL, ListLoader, real_batches
 
 from dimgpt.data.loader import PretrainLoader
 from dimgpt.model.loading import load_model
@@ -26,9 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MUON = replace(QUICK, optimizer="muon", schedule="wsd", muon_lr=0.02, muon_weight_decay=0.01, grad_accum=2)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-	return build_tiny_dataset(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def tiny_data(tiny_dataset: Path) -> Path:
+	return tiny_dataset
 
 
 def test_muon_gets_the_block_matrices_and_adamw_the_rest() -> None:
@@ -163,7 +166,22 @@ def test_fine_tuning_a_checkpoint_with_muon(tiny_data: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_muon_under_two_gloo_processes_matches_one_process(tiny_data: Path, tmp_path: Path) -> None:
-	from test_ddp import Interleaved
+	class Interleaved:
+		"""One process standing in for two ranks: micro-batch i comes from rank i % 2's loader."""
+
+		def __init__(self, loaders: list[PretrainLoader]) -> None:
+			self.loaders, self.count = loaders, 0
+
+		def next_batch(self):
+			batch = self.loaders[self.count % 2].next_batch()
+			self.count += 1
+			return batch
+
+		def state_dict(self) -> dict:
+			return {"count": self.count}
+
+		def load_state_dict(self, state: dict) -> None:
+			self.count = state["count"]
 
 	from dimgpt.training.build import train
 
