@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dimgpt.config import DataConfig, InstructMix, ModelConfig, Preset, SourceConfig, TrainConfig
 from dimgpt.errors import NotFoundError, UsageError
@@ -152,11 +152,19 @@ SOURCE_LISTS: dict[str, Callable[[], SourceLists]] = {
 }
 
 
+T = TypeVar("T")
+
+
+def _build_named(catalogue: dict[str, Callable[[], T]], name: str, what: str) -> T:
+	"""Build the catalogue entry called `name`; an unknown name lists the known ones."""
+	if name not in catalogue:
+		raise UsageError(f"unknown {what} {name!r}; choose one of: {', '.join(catalogue)}")
+	return catalogue[name]()
+
+
 def get_sources(name: str) -> SourceLists:
 	"""The named source list (see `SOURCE_LISTS`): (pretraining, instruction) sources."""
-	if name not in SOURCE_LISTS:
-		raise UsageError(f"unknown source list {name!r}; choose one of: {', '.join(SOURCE_LISTS)}")
-	return SOURCE_LISTS[name]()
+	return _build_named(SOURCE_LISTS, name, "source list")
 
 
 # --- presets ----------------------------------------------------------------------------------------
@@ -261,9 +269,7 @@ PRESETS: dict[str, Callable[[], Preset]] = {
 
 def get_preset(name: str) -> Preset:
 	"""The preset called `name` (see `PRESETS`)."""
-	if name not in PRESETS:
-		raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-	return PRESETS[name]()
+	return _build_named(PRESETS, name, "preset")
 
 
 def preset_for_model(model: ModelConfig) -> Preset | None:
