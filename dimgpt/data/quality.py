@@ -29,6 +29,7 @@ Near-duplicates (`minhash`): the document's lowercased word 5-grams, hashed, int
 
 from __future__ import annotations
 
+import array
 import itertools
 import operator
 from functools import cached_property
@@ -130,7 +131,8 @@ class Document:
 		"""Each word's index among the distinct words (uint64: n-gram keys are built from them)."""
 		if len(self.words) < 2:  # itemgetter of one key gives the value, not a tuple
 			return np.array([self.distinct[w] for w in self.words], dtype=np.uint64)
-		return np.array(operator.itemgetter(*self.words)(self.distinct), dtype=np.uint64)
+		ids = array.array("Q", operator.itemgetter(*self.words)(self.distinct))  # from a tuple: no Python loop
+		return np.frombuffer(ids, dtype=np.uint64)
 
 	@cached_property
 	def counts(self) -> np.ndarray:
