@@ -311,32 +311,41 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 	clock = time.process_time()
 	texts = list(read_piece(source, piece, skip=skip, cache_dir=_WORKER["cache_dir"]))
 	seconds["read"] = time.process_time() - clock
-	clock = time.process_time()
 	outcomes = np.zeros(len(texts), dtype=np.int8)
 	kept: list[str] = []
 	examples: dict[str, list[str]] = {}
+	near = config.quality.near_duplicates
+	minhashes: list[np.ndarray] = []
+	# A kept document is signed right after its rules, from the same word split (`quality.Document`); the two
+	# stages' CPU seconds are added up apart.
+	clock = time.process_time
 	for r, text in enumerate(texts):
+		start = clock()
 		text = text.strip()
 		rule = "short" if len(text) < config.min_document_chars else None
+		document = quality.Document(text) if rule is None and (source.filter or near) else None
 		if rule is None and source.filter:
-			rule = quality.rejection(text, config.quality)
+			rule = quality.rejection(document, config.quality)
+		filtered = clock()
+		seconds["filter"] += filtered - start
 		if rule is None:
 			kept.append(text)
+			if near:
+				minhashes.append(quality.minhash(document, config.quality.dedup_permutations).hashvalues)
+				seconds["sign"] += clock() - filtered
 			continue
 		outcomes[r] = OUTCOMES.index(rule)
 		if rule != "short" and len(examples.setdefault(rule, [])) < EXAMPLES:
 			examples[rule].append(text[:EXAMPLE_CHARS])
-	seconds["filter"] = time.process_time() - clock
-	clock = time.process_time()
+	start = clock()
 	hashes = np.array([document_hash(t) for t in kept], dtype=np.uint64)
-	width = 2 + (config.quality.dedup_permutations if config.quality.near_duplicates else 0)
+	width = 2 + (config.quality.dedup_permutations if near else 0)
 	signatures = np.empty((len(kept), width), dtype=np.uint32)
 	signatures[:, 0], signatures[:, 1] = hashes & np.uint64(0xFFFFFFFF), hashes >> np.uint64(32)
-	if config.quality.near_duplicates:
-		for i, text in enumerate(kept):
-			signatures[i, 2:] = quality.minhash(text, config.quality.dedup_permutations).hashvalues
-	seconds["sign"] = time.process_time() - clock
-	clock = time.process_time()
+	if near and kept:
+		signatures[:, 2:] = minhashes
+	seconds["sign"] += clock() - start
+	start = clock()
 	encoded = tokenizer.encode_batch(kept, workers=1)
 	lengths = np.array([len(ids) + 2 for ids in encoded], dtype=np.int64)
 	offsets = np.zeros(len(kept) + 1, dtype=np.int64)
@@ -344,7 +353,7 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 	tokens = np.empty(int(offsets[-1]), dtype=dtype)
 	for ids, a, b in zip(encoded, offsets[:-1], offsets[1:]):
 		tokens[a], tokens[a + 1 : b - 1], tokens[b - 1] = START_OF_TEXT, ids, END_OF_TEXT
-	seconds["encode"] = time.process_time() - clock
+	seconds["encode"] = clock() - start
 	return {
 		"outcomes": outcomes,
 		"tokens": tokens,
