@@ -209,7 +209,9 @@ class DataConfig:
 	min_validation_documents: int = 2
 	instruct_validation_fraction: float = 0.02  # of the conversations of each instruction source
 	shard_tokens: int = 100_000_000  # tokens per shard file (bounded shard size)
-	piece_bytes: int = 16_000_000  # a worker's unit of work: about this many bytes of a source (bounds memory)
+	# a worker's unit of work: about this many bytes of a source; small, so that the workers share a source
+	# evenly (the last pieces finish together) and memory stays low (a few pieces in flight per worker)
+	piece_bytes: int = 2_000_000
 	encode_workers: int = 0  # worker processes (read, filter, encode); 0: as many as the cores this process may use
 	quality: QualityConfig = QualityConfig()
 	# the corpus shipped with us (English Python documentation: the French filters would drop it)

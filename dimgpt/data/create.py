@@ -11,7 +11,7 @@ Stages (each resumes where an interrupted run stopped):
    duplicates (one index across all sources), sends each document to its split (by its hash) and writes
    the shards; whenever a shard fills, every split's open shard is completed and `progress.json`
    records the stream position (piece, record) and the counts, from which a killed run resumes.
-   At most `workers + 2` pieces are in flight, so memory does not grow with the corpus (except the
+   At most `2 x workers + 2` pieces are in flight, so memory does not grow with the corpus (except the
    deduplication index: `bench/data.py` projects it).
 4. instruct: the instruction conversations, formatted and stored (`instruct`).
 Then `data.json` holds the DataConfig and the summary.
@@ -669,7 +669,9 @@ def _encode(
 	stopped: set[int] = set()  # sources whose max_chars was reached
 	queue = iter(jobs)
 	try:
-		for _ in range(cores + 2):  # a bounded window: memory stays flat whatever the corpus size
+		# a bounded window (memory stays flat whatever the corpus size), two pieces a worker: results are taken
+		# in stream order, and a slow piece must not leave the other workers idle
+		for _ in range(2 * cores + 2):
 			_submit(pool, queue, pending, dtype, stopped)
 		current = None
 		while pending:
