@@ -11,8 +11,9 @@ Stages (each resumes where an interrupted run stopped):
    duplicates (one index across all sources), sends each document to its split (by its hash) and writes
    the shards; whenever a shard fills, every split's open shard is completed and `progress.json`
    records the stream position (piece, record) and the counts, from which a killed run resumes.
-   At most `2 x workers + 2` pieces are in flight, so memory does not grow with the corpus (except the
-   deduplication index: `bench/data.py` projects it).
+   At most `2 x workers + 2` pieces are in flight, so memory does not grow with the corpus; the
+   deduplication index (`dedup`: Bloom filters in a few index processes) is sized once, from the sources'
+   sizes (1.9 GB at the release's 52M documents).
 4. instruct: the instruction conversations, formatted and stored (`instruct`).
 Then `data.json` holds the DataConfig and the summary.
 
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from dimgpt.config import DataConfig, QualityConfig, SourceConfig, to_dict
 from dimgpt.data import quality
+from dimgpt.data.dedup import EXACT, NEAR, Deduplicator, estimate_capacity, index_processes
 from dimgpt.presets import SOURCE_LISTS, get_preset, get_sources
 from dimgpt.data.instruct import build_instruct_source
 from dimgpt.data.sources import Piece, document_hash, local_files, pieces, read_piece, read_records
@@ -339,8 +341,7 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 			examples[rule].append(text[:EXAMPLE_CHARS])
 	start = clock()
 	hashes = np.array([document_hash(t) for t in kept], dtype=np.uint64)
-	width = 2 + (config.quality.dedup_permutations if near else 0)
-	signatures = np.empty((len(kept), width), dtype=np.uint32)
+	signatures = np.empty((len(kept), _signature_width(config)), dtype=np.uint32)
 	signatures[:, 0], signatures[:, 1] = hashes & np.uint64(0xFFFFFFFF), hashes >> np.uint64(32)
 	if near and kept:
 		signatures[:, 2:] = minhashes
@@ -366,10 +367,15 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 	}
 
 
-def _pool(config: DataConfig, tokenizer: Tokenizer, cache_dir: str | Path | None) -> tuple[Any, int]:
-	cores = config.encode_workers or (
+def _cores(config: DataConfig) -> int:
+	"""Worker processes: `encode_workers`, or the cores this process may use."""
+	return config.encode_workers or (
 		len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 	)
+
+
+def _pool(config: DataConfig, tokenizer: Tokenizer, cache_dir: str | Path | None) -> tuple[Any, int]:
+	cores = _cores(config)
 	method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 	trie = tokenizer._compiled_trie() if tokenizer.compiled else None
 	args = (config, tokenizer.vocab, trie, cache_dir)
@@ -377,49 +383,6 @@ def _pool(config: DataConfig, tokenizer: Tokenizer, cache_dir: str | Path | None
 
 
 # --- 3. encoding: the main process ----------------------------------------------------------------
-
-
-class Deduplicator:
-	"""Exact (64-bit hash) and near (datasketch MinHashLSH) duplicates over every document kept so far."""
-
-	def __init__(self, settings: QualityConfig) -> None:
-		self.exact: set[int] = set()
-		self.lsh = None
-		if settings.near_duplicates:
-			from datasketch import MinHashLSH
-
-			bands = settings.dedup_bands
-			rows = settings.dedup_permutations // bands
-			self.lsh = MinHashLSH(num_perm=settings.dedup_permutations, params=(bands, rows))
-		self.keys = 0
-
-	def check(self, signature: np.ndarray) -> str | None:
-		""""duplicates", "near_duplicates" or None (kept: then remembered)."""
-		key = int(signature[0]) | int(signature[1]) << 32
-		if key in self.exact:
-			return "duplicates"
-		self.exact.add(key)
-		if self.lsh is not None:
-			minhash = self._minhash(signature)
-			if self.lsh.query(minhash):
-				return "near_duplicates"
-			self.lsh.insert(self.keys, minhash, check_duplication=False)
-			self.keys += 1
-		return None
-
-	def remember(self, signatures: np.ndarray) -> None:
-		"""Add documents kept by an earlier run (their signatures, from the shards' .sig.npy)."""
-		for signature in signatures:
-			self.exact.add(int(signature[0]) | int(signature[1]) << 32)
-			if self.lsh is not None:
-				self.lsh.insert(self.keys, self._minhash(signature), check_duplication=False)
-				self.keys += 1
-
-	@staticmethod
-	def _minhash(signature: np.ndarray):
-		from datasketch import LeanMinHash
-
-		return LeanMinHash(seed=1, hashvalues=signature[2:], scheme="affine32")
 
 
 def held_out(document_hash: int, fraction: float) -> bool:
@@ -450,6 +413,10 @@ class _SourceRun:
 		self.dtype = token_dtype(tokenizer.vocab_size)
 		self.meta = {"source": source.name, "tokenizer_fingerprint": tokenizer.fingerprint, "settings": settings}
 		self.progress_path = directory / "progress.json"
+		# signatures of the documents the index holds that no shard stores (near duplicates; after max_chars,
+		# the rest of the last piece): appended at each sync, re-entered into the index on resume
+		self.dropped_path = directory / "dropped.sig"
+		self.dropped: list[np.ndarray] = []
 		state = self._resume(tokenizer.fingerprint)
 		self.position: list[int] = state["position"]
 		self.counts: dict[str, int] = state["counts"]
@@ -476,6 +443,7 @@ class _SourceRun:
 			"documents": dict.fromkeys(SPLITS, 0),
 			"counts": Counter(),
 			"examples": {},
+			"dropped": 0,
 		}
 		state = read_json(self.progress_path) if self.progress_path.exists() else None
 		if state is not None and state.get("piece_bytes") != self.config.piece_bytes:
@@ -494,10 +462,12 @@ class _SourceRun:
 				print(f"{self.directory}: a completed shard is damaged: encoding this source again", file=sys.stderr)
 				for split in SPLITS:
 					complete_shards(self.directory, split, fingerprint, self.settings, 0)
+			self.dropped_path.unlink(missing_ok=True)
 			return fresh
 		for split in SPLITS:
 			for manifest in done[split]:
 				self.dedup.remember(_signatures(shard_stem(self.directory, split, manifest["index"])))
+		self.dedup.remember(_dropped(self.dropped_path, self.config, rows=state.get("dropped", 0), truncate=True))
 		return {**state, "counts": Counter(state["counts"])}
 
 	def take(self, piece_index: int, skip: int, result: dict[str, Any], timer: _Timer) -> bool:
@@ -505,15 +475,18 @@ class _SourceRun:
 		outcomes, offsets, signatures = result["outcomes"], result["offsets"], result["signatures"]
 		for rule, texts in result["examples"].items():
 			self.examples.setdefault(rule, []).extend(texts[: EXAMPLES - len(self.examples[rule])])
+		with timer("dedup"):
+			fates = self.dedup.check(signatures).tolist()  # the whole piece enters the index, in order
 		d = 0
 		for r, outcome in enumerate(outcomes.tolist()):
 			if outcome != KEPT:
 				self.counts[OUTCOMES[outcome]] += 1
 				self.counts["records"] += 1
 				continue
-			with timer("dedup"):
-				duplicate = self.dedup.check(signatures[d])
-			if duplicate is not None:
+			if fates[d] in (EXACT, NEAR):
+				duplicate = "near_duplicates" if fates[d] == NEAR else "duplicates"
+				if fates[d] == NEAR:
+					self.dropped.append(signatures[d])
 				self.counts[duplicate] += 1
 				self.counts["records"] += 1
 				self._example(duplicate, result["tokens"][offsets[d] : offsets[d + 1]])
@@ -536,6 +509,7 @@ class _SourceRun:
 			self.counts[split] += 1
 			d += 1
 			if self.source.max_chars and self.counts["characters"] >= self.source.max_chars:
+				self.dropped += [signatures[e] for e in range(d, len(fates)) if fates[e] != EXACT]  # indexed, not stored
 				return False
 		return True
 
@@ -547,6 +521,10 @@ class _SourceRun:
 		"""Complete every split's open shard, then record the stream position they stop at."""
 		for writer in self.writers.values():
 			writer.finish()
+		if self.dropped:
+			with open(self.dropped_path, "ab") as f:
+				f.write(np.stack(self.dropped).astype(np.uint32).tobytes())
+			self.dropped = []
 		self.position = position
 		write_json(
 			self.progress_path,
@@ -558,6 +536,7 @@ class _SourceRun:
 				"documents": {split: w.first_document for split, w in self.writers.items()},
 				"counts": dict(self.counts),
 				"examples": self.examples,
+				"dropped": _dropped_rows(self.dropped_path, self.config),
 			},
 		)
 
@@ -598,6 +577,26 @@ def _signatures(stem: Path) -> np.ndarray:
 	return np.load(path, allow_pickle=False) if path.exists() else np.zeros((0, 2), dtype=np.uint32)
 
 
+def _signature_width(config: DataConfig) -> int:
+	return 2 + (config.quality.dedup_permutations if config.quality.near_duplicates else 0)
+
+
+def _dropped_rows(path: Path, config: DataConfig) -> int:
+	return path.stat().st_size // (4 * _signature_width(config)) if path.exists() else 0
+
+
+def _dropped(path: Path, config: DataConfig, rows: int | None = None, truncate: bool = False) -> np.ndarray:
+	"""The first `rows` (default: all) signatures of a `dropped.sig` file (cut to them with `truncate`: what
+	a killed run appended after its last sync is encoded again)."""
+	width = _signature_width(config)
+	rows = _dropped_rows(path, config) if rows is None else rows
+	if truncate and path.exists():
+		os.truncate(path, rows * 4 * width)
+	if not rows:
+		return np.zeros((0, width), dtype=np.uint32)
+	return np.fromfile(path, dtype=np.uint32, count=rows * width).reshape(rows, width)
+
+
 def _settings(config: DataConfig, source: SourceConfig, shard: tuple[int, int]) -> dict[str, Any]:
 	"""What the shards of a source depend on: a resumed run must have the same."""
 	return {
@@ -628,7 +627,32 @@ def _encode(
 	timer: _Timer,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
 	"""Every source through the workers, in order; (source manifests, work done per stage)."""
-	dedup = Deduplicator(config.quality)
+	listed_all = [pieces(source, config.piece_bytes, cache_dir=cache_dir) for source in config.sources]
+	sizes = [sum(listed[k].size for k in _my_pieces(listed, shard)) for listed in listed_all]
+	cores = _cores(config)
+	capacity = estimate_capacity(config.quality, sizes, shard[1])
+	dedup = Deduplicator(config.quality, capacity, processes=index_processes(cores))
+	try:
+		manifests, work = _encode_sources(config, out, tokenizer, shard, progress, on_shard, cache_dir, timer, dedup, listed_all)
+	finally:
+		dedup.close()
+	if dedup.overfull():
+		print(f"warning: {dedup.overfull()}", file=sys.stderr)
+	return manifests, {**work, "dedup_capacity": capacity, "dedup_documents": dedup.seen}
+
+
+def _encode_sources(
+	config: DataConfig,
+	out: Path,
+	tokenizer: Tokenizer,
+	shard: tuple[int, int],
+	progress: bool,
+	on_shard: Callable | None,
+	cache_dir: str | Path | None,
+	timer: _Timer,
+	dedup: Deduplicator,
+	listed_all: list[list[Piece]],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
 	manifests: dict[str, dict[str, Any]] = {}
 	runs: dict[str, _SourceRun] = {}
 	jobs = []  # (source, piece index, piece, first record), in stream order, for every unfinished source
@@ -642,6 +666,7 @@ def _encode(
 			for split in SPLITS:
 				for i in range(earlier["splits"][split]["shards"]):
 					dedup.remember(_signatures(shard_stem(directory, split, i)))
+			dedup.remember(_dropped(directory / "dropped.sig", config))
 			manifests[source.name] = earlier
 			continue
 		if (directory / "source.json").exists():
@@ -649,7 +674,7 @@ def _encode(
 				f"{directory / 'source.json'} was made with other settings: delete {directory} (or choose another "
 				"output folder)"
 			)
-		listed = pieces(source, config.piece_bytes, cache_dir=cache_dir)
+		listed = listed_all[index]
 		run = _SourceRun(config, source, directory, tokenizer, settings, shard[0] == 0, dedup, on_shard, len(listed))
 		runs[source.name] = run
 		piece, record = run.position
