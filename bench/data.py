@@ -9,12 +9,13 @@ Side by side in one run, on all of ../shared/data/corpus_fr (corpus-fr sources, 
       MB/s per worker (bytes over that stage's CPU seconds in the workers), the main process's own
       stages; peak memory of the job polled from here (RSS of the main process; RSS and PSS with its
       workers); the ratio 1 core / 2 cores of the whole job (target >= 1.7x);
-  (c) the deduplication index alone: datasketch MinHashLSH with this config's bands, filled with random
-      signatures (no bucket shared: the most memory a document can take), memory per document
-      (tracemalloc) and seconds per document (query + insert), projected to 52B tokens;
+  (c) the deduplication index at the release's scale (52M documents): its memory (the filters the libraries
+      allocate), main-process wall seconds per document (1 and 2 index processes, and the exact filter
+      alone), the expected share of documents wrongly dropped, against the MinHashLSH index used before;
+      and on corpus_fr's filtered documents, which near duplicates LSHBloom drops against MinHashLSH;
   (d) projections for the release's corpus (52B tokens from local files) on one 16-core machine and on
-      8 of them, from (b)'s per-worker rates, its measured parallel efficiency and (c)'s main-process cost;
-      every assumption is printed with the figures;
+      8 of them, from (b)'s per-worker rates and main-process costs, its measured parallel efficiency and
+      (c)'s index costs; every assumption is printed with the figures;
   (e) loader batches (PretrainLoader) in tokens/s against the tiny model's training speed.
 Run: python -m bench.data [--repeat 3] [--keep DIR] [--vocab 32000] [--tokenizer-chars N]
 """
@@ -87,24 +88,135 @@ def encode_run(vocab_dir: Path, out: Path, cores: list[int], args: argparse.Name
 	return {"wall_s": wall, "peak_mb": peak, "load_average": load, "times": summary["times"], "work": summary["work"]}
 
 
-def dedup_index_cost(settings, documents: int) -> dict[str, float]:
-	"""Memory (tracemalloc) and time per document of the dedup index, filled with random signatures."""
-	from dimgpt.data.create import Deduplicator
+def dedup_index_cost(settings, documents: int, capacity: int, processes: int) -> dict[str, float]:
+	"""Wall seconds per document of the create-data index (Deduplicator.check on pieces of 500 random
+	signatures: no band shared, every document inserted), its filters sized for `capacity` documents."""
+	from dimgpt.data.dedup import Deduplicator
 
 	rng = np.random.default_rng(0)
 	signatures = rng.integers(0, 2**32 - 1, size=(documents, 2 + settings.dedup_permutations), dtype=np.uint32)
+	dedup = Deduplicator(settings, capacity, processes)
+	try:
+		start = time.perf_counter()
+		for piece in range(0, documents, 500):
+			dedup.check(signatures[piece : piece + 500])
+		seconds = time.perf_counter() - start
+		rss = sum(psutil.Process(p.pid).memory_info().rss for p in dedup.processes) / 2**20
+	finally:
+		dedup.close()
+	return {
+		"documents": documents,
+		"processes": processes,
+		"seconds_per_document": seconds / documents,
+		"index_processes_rss_mb": rss,
+	}
+
+
+def library_index_bytes(settings, capacity: int) -> int:
+	"""Bytes of the filters the libraries allocate for `capacity` documents: one band group's
+	MinHashLSHBloom built for real (times the groups) and the exact filter."""
+	from dimgpt.data.dedup import _exact_filter, _group_index, band_groups
+
+	rows = settings.dedup_permutations // settings.dedup_bands
+	total = _exact_filter(capacity).num_bits
+	for group, bands in enumerate(band_groups(settings.dedup_bands)):
+		lsh = _group_index(group, len(bands), rows, capacity, settings.dedup_false_positive)
+		total += sum(table.bloom_filter.num_bits for table in lsh.hashtables)
+		del lsh
+	return total // 8
+
+
+def old_index_cost(settings, documents: int) -> dict[str, float]:
+	"""The index before this version (datasketch MinHashLSH in memory and a set of hashes): bytes
+	(tracemalloc) and seconds per document (query + insert), random signatures."""
+	from datasketch import LeanMinHash, MinHashLSH
+
+	rng = np.random.default_rng(0)
+	signatures = rng.integers(0, 2**32 - 1, size=(documents, settings.dedup_permutations), dtype=np.uint32)
+	rows = settings.dedup_permutations // settings.dedup_bands
 	tracemalloc.start()
-	dedup = Deduplicator(settings)
+	lsh, exact = MinHashLSH(num_perm=settings.dedup_permutations, params=(settings.dedup_bands, rows)), set()
 	start = time.perf_counter()
-	for signature in signatures:
-		dedup.check(signature)
+	for key, signature in enumerate(signatures):
+		exact.add(int(signature[0]) << 32 | int(signature[1]))
+		minhash = LeanMinHash(seed=1, hashvalues=signature, scheme="affine32")
+		if not lsh.query(minhash):
+			lsh.insert(key, minhash, check_duplication=False)
 	seconds = time.perf_counter() - start
 	memory = tracemalloc.get_traced_memory()[0]
 	tracemalloc.stop()
+	return {"bytes_per_document": memory / documents, "seconds_per_document": seconds / documents}
+
+
+def _sign(job: tuple) -> np.ndarray:
+	"""The signature rows create-data makes for the documents of one piece its filters keep."""
+	from dimgpt.data import quality
+	from dimgpt.data.sources import document_hash, read_piece
+
+	config, source, piece = job
+	rows = []
+	for text in read_piece(source, piece):
+		text = text.strip()
+		if len(text) < config.min_document_chars or quality.rejection(text, config.quality) is not None:
+			continue
+		key = document_hash(text)
+		rows.append([key & 0xFFFFFFFF, key >> 32, *quality.minhash(text, config.quality.dedup_permutations).hashvalues])
+	return np.array(rows, dtype=np.uint32).reshape(-1, 2 + config.quality.dedup_permutations)
+
+
+def corpus_near_duplicates(args: argparse.Namespace) -> dict:
+	"""corpus_fr's documents (after the filters, in stream order) through three indexes: this version's
+	(LSHBloom: every document enters), datasketch's MinHashLSH as before this version (only kept documents
+	enter) and MinHashLSH with every document entering (the same rule as LSHBloom, exact tables: what
+	differs from it is the Bloom filters' false positives). Which documents each drops as near duplicates."""
+	from multiprocessing import Pool
+
+	from datasketch import LeanMinHash, MinHashLSH
+
+	from dimgpt.data.create import resolve_config
+	from dimgpt.data.dedup import EXACT, NEAR, Deduplicator, estimate_capacity
+	from dimgpt.data.sources import pieces
+
+	config = resolve_config("dimensiongpt-0.2b", ["corpus-fr"], [], vocab_size=args.vocab)
+	jobs = [(config, source, piece) for source in config.sources for piece in pieces(source, config.piece_bytes)]
+	with Pool(2) as pool:
+		rows = np.concatenate(pool.map(_sign, jobs, chunksize=1))
+	settings = config.quality
+	capacity = estimate_capacity(settings, [sum(j[2].size for j in jobs)])
+	dedup = Deduplicator(settings, capacity, processes=1)
+	start = time.perf_counter()
+	try:
+		fates = dedup.check(rows)
+	finally:
+		dedup.close()
+	bloom_seconds = time.perf_counter() - start
+	bands, r = settings.dedup_bands, settings.dedup_permutations // settings.dedup_bands
+	dropped: dict[str, set[int]] = {"LSHBloom (every document enters)": set(np.flatnonzero(fates == NEAR).tolist())}
+	for label, every in (
+		("MinHashLSH, kept documents enter (before)", False),
+		("MinHashLSH, every document enters", True),
+	):
+		lsh, seen, near = MinHashLSH(num_perm=settings.dedup_permutations, params=(bands, r)), set(), set()
+		for i, row in enumerate(rows):
+			if row[:2].tobytes() in seen:
+				continue
+			seen.add(row[:2].tobytes())
+			minhash = LeanMinHash(seed=1, hashvalues=row[2:], scheme="affine32")
+			hit = bool(lsh.query(minhash))
+			if hit:
+				near.add(i)
+			if every or not hit:
+				lsh.insert(i, minhash, check_duplication=False)
+		dropped[label] = near
+	reference = dropped["LSHBloom (every document enters)"]
 	return {
-		"documents": documents,
-		"bytes_per_document": memory / documents,
-		"seconds_per_document": seconds / documents,
+		"documents": len(rows),
+		"exact_duplicates": int((fates == EXACT).sum()),
+		"capacity": capacity,
+		"bloom_seconds_per_document": bloom_seconds / max(len(rows), 1),
+		"near_duplicates": {k: len(v) for k, v in dropped.items()},
+		"only_in_lshbloom": {k: len(reference - v) for k, v in dropped.items()},
+		"not_in_lshbloom": {k: len(v - reference) for k, v in dropped.items()},
 	}
 
 
@@ -249,20 +361,68 @@ def main() -> None:
 
 	# (c) the dedup index
 	from dimgpt.config import QualityConfig
+	from dimgpt.data.dedup import index_bytes, index_processes, wrongly_dropped
 
-	index = dedup_index_cost(QualityConfig(), args.dedup_documents)
+	settings = QualityConfig()
 	summary = json.loads((keep_dir / "data.json").read_text())
 	tokens = sum(s["tokens"] for src in summary["pretrain"].values() for s in src["splits"].values())
+	kept_documents = sum(s["documents"] for s in summary["pretrain"].values())
 	bytes_per_token = megabytes * 1e6 / tokens
-	documents = RELEASE_TOKENS / TOKENS_PER_DOCUMENT
-	index_gb = documents * (index["bytes_per_document"] + 8 * 9) / 1e9  # + the exact-hash set (~72 B an entry)
-	print(
-		f"\n(c) dedup index ({QualityConfig().dedup_bands} bands x {QualityConfig().dedup_permutations // QualityConfig().dedup_bands} "
-		f"rows): {index['bytes_per_document']:,.0f} bytes and {1e6 * index['seconds_per_document']:.0f} us per document "
-		f"({args.dedup_documents:,} random signatures); the release's 52B tokens at {TOKENS_PER_DOCUMENT:,} tokens a "
-		f"document = {documents / 1e6:,.0f}M documents -> {index_gb:,.0f} GB in one process (with the exact-hash set)"
+	documents = int(RELEASE_TOKENS / TOKENS_PER_DOCUMENT)
+	allocated = library_index_bytes(settings, documents)
+	assert abs(allocated - index_bytes(settings, documents)) < 1e6, "the sizing formula is not the libraries'"
+	near = corpus_near_duplicates(args)
+	costs = {
+		"LSHBloom, 1 index process": dedup_index_cost(settings, args.dedup_documents, documents, 1),
+		"LSHBloom, 2 index processes": dedup_index_cost(settings, args.dedup_documents, documents, 2),
+		"exact filter only (near_duplicates off)": dedup_index_cost(
+			QualityConfig(near_duplicates=False), args.dedup_documents, documents, 1
+		),
+	}
+	old = old_index_cost(settings, min(args.dedup_documents, 30_000))
+	rows = [
+		[
+			"MinHashLSH + set (before)",
+			f"{old['bytes_per_document']:,.0f}",
+			f"{old['bytes_per_document'] * documents / 1e9:,.0f}",
+			f"{1e6 * old['seconds_per_document']:.0f}",
+			"0",
+		]
+	]
+	for label, cost in costs.items():
+		current = settings if "LSHBloom" in label else QualityConfig(near_duplicates=False)
+		rows.append(
+			[
+				label,
+				f"{index_bytes(current, documents) / documents:.1f}",
+				f"{index_bytes(current, documents) / 1e9:.2f}",
+				f"{1e6 * cost['seconds_per_document']:.1f}",
+				f"{100 * wrongly_dropped(current, documents):.4f} %",
+			]
+		)
+	print_table(
+		f"(c) dedup index at the release's scale: 52B tokens at {TOKENS_PER_DOCUMENT:,} tokens a document = "
+		f"{documents / 1e6:,.0f}M documents; {settings.dedup_bands} bands x "
+		f"{settings.dedup_permutations // settings.dedup_bands} rows, {settings.dedup_false_positive:g} false "
+		f"positives per band filter at capacity; main-process wall us per document over {args.dedup_documents:,} "
+		"random signatures (no band shared: each document inserted) in pieces of 500, filters sized for 52M",
+		["index", "bytes/document", "GB at 52M", "main us/document", "wrongly dropped"],
+		rows,
 	)
-	results["dedup_index"] = {**index, "release_documents": documents, "release_gb": index_gb}
+	print_table(
+		f"(c) corpus_fr's {near['documents']:,} filtered documents in stream order ({near['exact_duplicates']} exact "
+		f"duplicates): near duplicates dropped by each index; LSHBloom sized for {near['capacity']:,} documents",
+		["index", "near duplicates", "dropped only by LSHBloom", "dropped only by this one"],
+		[[k, v, near["only_in_lshbloom"][k], near["not_in_lshbloom"][k]] for k, v in near["near_duplicates"].items()],
+	)
+	results["dedup_index"] = {
+		"release_documents": documents,
+		"release_bytes": allocated,
+		"release_wrongly_dropped": wrongly_dropped(settings, documents),
+		"costs": costs,
+		"before": old,
+		"corpus_fr": near,
+	}
 
 	# (d) projections
 	release_bytes = RELEASE_TOKENS * bytes_per_token
@@ -276,16 +436,33 @@ def main() -> None:
 			for i in work
 		]
 	)
-	main_per_doc = index["seconds_per_document"] + statistics.median(
-		[i["times"]["writing"] / max(sum(s["documents"] for s in summary["pretrain"].values()), 1) for i in work]
+	# the main process: the index (measured above at 52M documents), writing (per byte of text), and the rest
+	# of its work (taking results, splits, manifests; per document): its busy time in (b), outside waiting
+	writing_per_byte = statistics.median([i["times"]["writing"] / i["work"]["bytes"] for i in work])
+	rest_per_doc = statistics.median(
+		[
+			(i["times"]["encode_wall"] - i["times"]["waiting"] - i["times"]["dedup"] - i["times"]["writing"])
+			/ kept_documents
+			for i in work
+		]
 	)
+	exact_per_doc = costs["exact filter only (near_duplicates off)"]["seconds_per_document"]
+	near_per_doc = costs["LSHBloom, 1 index process"]["seconds_per_document"] - exact_per_doc  # 14 bands, 1 process
+	groups = -(-settings.dedup_bands // 2)
 	projections = {}
 	for machines in (1, 8):
 		workers = 16 * machines
-		ideal = release_bytes * cpu_per_byte / workers / 3600  # every worker busy all the time
-		measured = ideal / min(efficiency, 1.0)  # at the efficiency (b) got on this machine
-		main_hours = documents / machines * main_per_doc / 3600  # one coordinating process per machine, in parallel
+		processes = min(groups, index_processes(workers // machines))  # as create-data starts them
+		busiest = -(-groups // processes) * 2 / settings.dedup_bands  # share of the bands the busiest one holds
+		per_doc = exact_per_doc + near_per_doc * busiest + rest_per_doc
+		main_hours = (documents * per_doc + release_bytes * writing_per_byte) / machines / 3600
+		# the workers' CPU, plus the index processes' (every band of every document), over the cores
+		cpu = release_bytes * cpu_per_byte + documents * near_per_doc
+		ideal = cpu / workers / 3600
+		measured = ideal / min(efficiency, 1.0)
 		projections[machines] = {
+			"index_processes": processes,
+			"main_s_per_document": per_doc,
 			"worker_hours_ideal": ideal,
 			"worker_hours_measured_efficiency": measured,
 			"main_hours": main_hours,
@@ -294,15 +471,28 @@ def main() -> None:
 		}
 	print_table(
 		f"(d) projected hours for 52B tokens from local files ({release_bytes / 1e9:,.0f} GB of UTF-8 at the measured "
-		f"{bytes_per_token:.2f} bytes a token; {cpu_per_byte * 1e9:,.0f} CPU s per GB in the workers; parallel "
-		f"efficiency {efficiency:.2f} measured at 2 workers (workers' CPU seconds / 2 / wall: what this machine gave), "
-		f"or 1; {1e6 * main_per_doc:.0f} CPU us per document in the main process, beside the workers; target <= 1 h "
-		"on one machine)",
-		["machines", "workers", "workers h (eff. 1)", "workers h (measured eff.)", "main process h", "projected h"],
+		f"{bytes_per_token:.2f} bytes a token, {documents / 1e6:.0f}M documents; {cpu_per_byte * 1e9:,.0f} CPU s per GB "
+		f"in the workers, plus the index processes' {1e6 * near_per_doc:.0f} us a document; parallel efficiency "
+		f"{efficiency:.2f} measured at 2 workers (workers' CPU seconds / 2 / wall), or 1; the main process beside "
+		f"them: exact filter {1e6 * exact_per_doc:.1f} us + its wait on the busiest index process + "
+		f"{1e6 * rest_per_doc:.0f} us other work a document, writing {1e9 * writing_per_byte:.1f} s/GB; "
+		"target <= 1 h on one machine)",
+		[
+			"machines",
+			"workers",
+			"index proc.",
+			"main us/doc",
+			"workers h (eff. 1)",
+			"workers h (meas. eff.)",
+			"main h",
+			"projected h",
+		],
 		[
 			[
 				m,
 				16 * m,
+				p["index_processes"],
+				f"{1e6 * p['main_s_per_document']:.1f}",
 				p["worker_hours_ideal"],
 				p["worker_hours_measured_efficiency"],
 				p["main_hours"],
@@ -315,7 +505,10 @@ def main() -> None:
 		"bytes_per_token": bytes_per_token,
 		"cpu_s_per_byte": cpu_per_byte,
 		"efficiency_2_workers": efficiency,
-		"main_s_per_document": main_per_doc,
+		"main_exact_s_per_document": exact_per_doc,
+		"index_near_s_per_document_one_process": near_per_doc,
+		"main_rest_s_per_document": rest_per_doc,
+		"main_writing_s_per_byte": writing_per_byte,
 		"tokens_per_document_assumed": TOKENS_PER_DOCUMENT,
 		"machines": projections,
 	}
