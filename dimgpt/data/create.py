@@ -632,109 +632,92 @@ def _encode(
 	cores = _cores(config)
 	capacity = estimate_capacity(config.quality, sizes, shard[1])
 	dedup = Deduplicator(config.quality, capacity, processes=index_processes(cores))
-	try:
-		manifests, work = _encode_sources(config, out, tokenizer, shard, progress, on_shard, cache_dir, timer, dedup, listed_all)
-	finally:
-		dedup.close()
+	with dedup:
+		manifests: dict[str, dict[str, Any]] = {}
+		runs: dict[str, _SourceRun] = {}
+		jobs = []  # (source, piece index, piece, first record), in stream order, for every unfinished source
+		last: dict[int, int] = {}  # each source's last piece to encode
+		total_bytes = 0
+		for index, source in enumerate(config.sources):
+			directory = out / "pretrain" / source.name
+			settings = _settings(config, source, shard)
+			earlier = _earlier_manifest(directory, settings, tokenizer)
+			if earlier is not None:  # finished by an earlier run: its documents still count as seen
+				for split in SPLITS:
+					for i in range(earlier["splits"][split]["shards"]):
+						dedup.remember(_signatures(shard_stem(directory, split, i)))
+				dedup.remember(_dropped(directory / "dropped.sig", config))
+				manifests[source.name] = earlier
+				continue
+			if (directory / "source.json").exists():
+				raise DataMismatchError(
+					f"{directory / 'source.json'} was made with other settings: delete {directory} (or choose another "
+					"output folder)"
+				)
+			listed = listed_all[index]
+			run = _SourceRun(config, source, directory, tokenizer, settings, shard[0] == 0, dedup, on_shard, len(listed))
+			runs[source.name] = run
+			piece, record = run.position
+			for k in _my_pieces(listed, shard):
+				if k >= piece:
+					jobs.append((index, k, listed[k], record if k == piece else 0))
+					total_bytes += listed[k].size
+					last[index] = k
+		work = {"bytes": 0, "workers": 0, **{f"{s}_s": 0.0 for s in WORKER_STAGES}, "dedup_capacity": capacity}
+		if not runs:
+			return manifests, {**work, "dedup_documents": dedup.seen}
+		dtype = token_dtype(tokenizer.vocab_size).name
+		pool, cores = _pool(config, tokenizer, cache_dir)
+		work["workers"] = cores
+		bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, disable=not progress)
+		pending: deque = deque()
+		stopped: set[int] = set()  # sources whose max_chars was reached
+		queue = iter(jobs)
+		try:
+			# a bounded window (memory stays flat whatever the corpus size), two pieces a worker: results are taken
+			# in stream order, and a slow piece must not leave the other workers idle
+			for _ in range(2 * cores + 2):
+				_submit(pool, queue, pending, dtype, stopped)
+			current = None
+			while pending:
+				(index, k, piece, skip), result = pending.popleft()
+				with timer("waiting"):
+					result = result.get()
+				_submit(pool, queue, pending, dtype, stopped)
+				source = config.sources[index]
+				run = runs[source.name]
+				if current != source.name:
+					bar.set_description(f"encode {source.name}")
+					current = source.name
+				work["bytes"] += result["bytes"]
+				for stage, seconds in result["seconds"].items():
+					work[f"{stage}_s"] += seconds
+				bar.update(piece.size)
+				if index in stopped:
+					continue
+				if not run.take(k, skip, result, timer):
+					stopped.add(index)
+				if k == last[index] or index in stopped:
+					with timer("writing"):
+						manifests[source.name] = run.finish()
+					if manifests[source.name]["documents"] == 0 and shard[1] == 1:
+						raise StoreError(
+							f"source {source.name!r} has no document kept ({run.counts['records']} read, "
+							f"{run.counts['short']} under {config.min_document_chars} characters, filtered: "
+							f"{dict((r, run.counts[r]) for r in quality.RULES if run.counts[r])}): check its path and "
+							"text column, or its `filter` switch"
+						)
+			for name, run in runs.items():  # a slice with no piece of a source (more parts than pieces)
+				if name not in manifests:
+					manifests[name] = run.finish()
+		finally:
+			bar.close()
+			pool.terminate()
+		ordered = {s.name: manifests[s.name] for s in config.sources}
 	if dedup.overfull():
 		print(f"warning: {dedup.overfull()}", file=sys.stderr)
-	return manifests, {**work, "dedup_capacity": capacity, "dedup_documents": dedup.seen}
+	return ordered, {**work, "dedup_documents": dedup.seen}
 
-
-def _encode_sources(
-	config: DataConfig,
-	out: Path,
-	tokenizer: Tokenizer,
-	shard: tuple[int, int],
-	progress: bool,
-	on_shard: Callable | None,
-	cache_dir: str | Path | None,
-	timer: _Timer,
-	dedup: Deduplicator,
-	listed_all: list[list[Piece]],
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-	manifests: dict[str, dict[str, Any]] = {}
-	runs: dict[str, _SourceRun] = {}
-	jobs = []  # (source, piece index, piece, first record), in stream order, for every unfinished source
-	last: dict[int, int] = {}  # each source's last piece to encode
-	total_bytes = 0
-	for index, source in enumerate(config.sources):
-		directory = out / "pretrain" / source.name
-		settings = _settings(config, source, shard)
-		earlier = _earlier_manifest(directory, settings, tokenizer)
-		if earlier is not None:  # finished by an earlier run: its documents still count as seen
-			for split in SPLITS:
-				for i in range(earlier["splits"][split]["shards"]):
-					dedup.remember(_signatures(shard_stem(directory, split, i)))
-			dedup.remember(_dropped(directory / "dropped.sig", config))
-			manifests[source.name] = earlier
-			continue
-		if (directory / "source.json").exists():
-			raise DataMismatchError(
-				f"{directory / 'source.json'} was made with other settings: delete {directory} (or choose another "
-				"output folder)"
-			)
-		listed = listed_all[index]
-		run = _SourceRun(config, source, directory, tokenizer, settings, shard[0] == 0, dedup, on_shard, len(listed))
-		runs[source.name] = run
-		piece, record = run.position
-		for k in _my_pieces(listed, shard):
-			if k >= piece:
-				jobs.append((index, k, listed[k], record if k == piece else 0))
-				total_bytes += listed[k].size
-				last[index] = k
-	work = {"bytes": 0, "workers": 0, **{f"{s}_s": 0.0 for s in WORKER_STAGES}}
-	if not runs:
-		return manifests, work
-	dtype = token_dtype(tokenizer.vocab_size).name
-	pool, cores = _pool(config, tokenizer, cache_dir)
-	work["workers"] = cores
-	bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, disable=not progress)
-	pending: deque = deque()
-	stopped: set[int] = set()  # sources whose max_chars was reached
-	queue = iter(jobs)
-	try:
-		# a bounded window (memory stays flat whatever the corpus size), two pieces a worker: results are taken
-		# in stream order, and a slow piece must not leave the other workers idle
-		for _ in range(2 * cores + 2):
-			_submit(pool, queue, pending, dtype, stopped)
-		current = None
-		while pending:
-			(index, k, piece, skip), result = pending.popleft()
-			with timer("waiting"):
-				result = result.get()
-			_submit(pool, queue, pending, dtype, stopped)
-			source = config.sources[index]
-			run = runs[source.name]
-			if current != source.name:
-				bar.set_description(f"encode {source.name}")
-				current = source.name
-			work["bytes"] += result["bytes"]
-			for stage, seconds in result["seconds"].items():
-				work[f"{stage}_s"] += seconds
-			bar.update(piece.size)
-			if index in stopped:
-				continue
-			if not run.take(k, skip, result, timer):
-				stopped.add(index)
-			if k == last[index] or index in stopped:
-				with timer("writing"):
-					manifests[source.name] = run.finish()
-				if manifests[source.name]["documents"] == 0 and shard[1] == 1:
-					raise StoreError(
-						f"source {source.name!r} has no document kept ({run.counts['records']} read, "
-						f"{run.counts['short']} under {config.min_document_chars} characters, filtered: "
-						f"{dict((r, run.counts[r]) for r in quality.RULES if run.counts[r])}): check its path and "
-						"text column, or its `filter` switch"
-					)
-		for name, run in runs.items():  # a slice with no piece of a source (more parts than pieces)
-			if name not in manifests:
-				manifests[name] = run.finish()
-	finally:
-		bar.close()
-		pool.terminate()
-	ordered = {s.name: manifests[s.name] for s in config.sources}
-	return ordered, work
 
 
 def _submit(pool: Any, queue: Any, pending: deque, dtype: str, stopped: set[int]) -> None:

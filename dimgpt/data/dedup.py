@@ -189,6 +189,12 @@ class Deduplicator:
 			hits |= connection.recv()
 		return hits
 
+	def __enter__(self) -> Deduplicator:
+		return self
+
+	def __exit__(self, *_: object) -> None:
+		self.close()
+
 	def close(self) -> None:
 		for connection in self.connections:
 			try:
