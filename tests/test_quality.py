@@ -91,3 +91,14 @@ def test_minhash_signatures_are_the_plain_definitions(documents: list[str]) -> N
 		assert got.hashvalues.dtype == want.dtype and np.array_equal(got.hashvalues, want), text[:200]
 		assert np.array_equal(quality.minhash(text, 112).hashvalues, want)
 		assert set(quality.shingles(text).tolist()) == oracle.shingles(text)
+
+
+def test_lowercasing_never_moves_word_boundaries() -> None:
+	"""What lets the shingles lowercase each distinct word alone: text.lower().split() == [w.lower() for w in split]."""
+	for code in range(0x110000):
+		char = chr(code)
+		lower = char.lower()
+		assert char.isspace() == any(c.isspace() for c in lower) and (not char.isspace() or lower == char), hex(code)
+	for space in (c for c in map(chr, range(0x110000)) if c.isspace()):  # final sigma looks across its neighbours
+		for text in (f"AΣ{space}B", f"A{space}ΣB", f"Σ{space}Σ", f"A.Σ{space}.B"):
+			assert text.lower().split() == [w.lower() for w in text.split()]

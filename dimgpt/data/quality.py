@@ -25,6 +25,10 @@ where each drops at most a few documents (bench/data.py prints the counts):
 
 Near-duplicates (`minhash`): the document's lowercased word 5-grams, hashed, into a datasketch MinHash;
 `create` finds earlier documents sharing an LSH band with datasketch's MinHashLSH.
+
+Both take a text or a `Document`: the text split once into words for every rule and the shingles (create-data's
+workers make one per record); what is costly per word is done once per distinct word, and the n-gram rules
+first bound what any n-gram could cover, sorting only where the bound reaches a limit (bench/quality.py).
 """
 
 from __future__ import annotations
@@ -317,8 +321,9 @@ def shingles(text: str | Document) -> np.ndarray:
 	(a repeated 5-gram repeats its hash: a MinHash takes the minimum over them, the same for a set).
 
 	Words are split on whitespace (punctuation stays on its word: the same on both sides of a copy). A 5-gram's
-	hash is the polynomial of its words' xxh32 modulo 2**32, each word lowercased alone (the same words as the
-	lowercased text split: no character's lowercase is or holds whitespace)."""
+	hash is the polynomial of its words' xxh32 modulo 2**32 (the low half of the same polynomial modulo 2**64:
+	stored signatures stay valid), each word lowercased alone (the same words as the lowercased text split: no
+	character's lowercase is or holds whitespace, tests/test_quality.py checks it)."""
 	document = text if isinstance(text, Document) else Document(text)
 	if not document.words:
 		return np.array([xxhash.xxh32_intdigest(document.text.encode())], dtype=np.uint32)
