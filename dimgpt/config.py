@@ -261,6 +261,7 @@ class TrainConfig:
 	muon_lr: float = 0.02  # Muon's peak rate (its groups follow the schedule's shape)
 	muon_momentum: float = 0.95
 	muon_weight_decay: float = 0.0  # decoupled, as AdamW's: each step scales the weights by 1 - rate × this
+	muon_ns_steps: int = 5  # Newton-Schulz iterations that orthogonalise each update (torch.optim.Muon's ns_steps)
 
 	def __post_init__(self) -> None:
 		if self.precision not in ("auto", "bf16", "fp16", "fp32"):
@@ -271,6 +272,8 @@ class TrainConfig:
 			raise UsageError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 		if self.cooldown_steps < 0:
 			raise UsageError(f"cooldown_steps must be >= 0, got {self.cooldown_steps}")
+		if self.muon_ns_steps < 1:
+			raise UsageError(f"muon_ns_steps must be >= 1, got {self.muon_ns_steps}")
 
 
 @dataclass(frozen=True)

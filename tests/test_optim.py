@@ -52,6 +52,7 @@ def test_muon_gets_the_block_matrices_and_adamw_the_rest() -> None:
 	total = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
 	assert total == SMALL.num_parameters()  # every parameter once, in exactly one optimizer
 	assert muon.param_groups[0]["lr"] == MUON.muon_lr and adamw.param_groups[0]["lr"] == MUON.lr
+	assert muon.param_groups[0]["ns_steps"] == MUON.muon_ns_steps
 
 
 def pretrain_trainer(data: Path, run_dir: Path, config, **kwargs) -> Trainer:
@@ -94,10 +95,11 @@ def test_resume_takes_the_new_rates_and_refuses_another_optimizer(tiny_data: Pat
 	trainer = pretrain_trainer(tiny_data, tmp_path, config)
 	trainer.fit()
 	trainer.close()
-	faster = replace(config, max_steps=3, muon_lr=0.05, muon_weight_decay=0.0)
+	faster = replace(config, max_steps=3, muon_lr=0.05, muon_weight_decay=0.0, muon_ns_steps=config.muon_ns_steps + 1)
 	trainer = pretrain_trainer(tiny_data, tmp_path, faster)
 	muon = trainer.optimizer.optimizers["muon"].param_groups[0]
-	assert muon["base_lr"] == 0.05 and muon["weight_decay"] == 0.0  # the config's, not the checkpoint's
+	# the config's values, not the checkpoint's
+	assert (muon["base_lr"], muon["weight_decay"], muon["ns_steps"]) == (0.05, 0.0, faster.muon_ns_steps)
 	trainer.close()
 	with pytest.raises(ValueError, match=r"optimizer=.muon..*--set optimizer=muon"):
 		pretrain_trainer(tiny_data, tmp_path, replace(faster, optimizer="adamw"))

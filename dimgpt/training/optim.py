@@ -24,7 +24,7 @@ from torch import nn
 from dimgpt.config import TrainConfig
 
 # hyper-parameters that come from the config, never from a checkpoint's param groups
-_CONFIGURED = ("base_lr", "weight_decay", "momentum", "betas", "eps")
+_CONFIGURED = ("base_lr", "weight_decay", "momentum", "betas", "eps", "ns_steps")
 
 
 class Optimizers:
@@ -83,6 +83,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 		weight_decay=config.muon_weight_decay,
 		momentum=config.muon_momentum,
 		nesterov=True,
+		ns_steps=config.muon_ns_steps,
 	)
 	for group in muon.param_groups:
 		group["base_lr"] = config.muon_lr
