@@ -7,15 +7,16 @@ Trainer steps; only the recipe changes. Each size runs
             each a complete run (its decay at its own end)
 for --seeds seeds each, all runs side by side (one process each, one thread each, interleaved
 orders). Time is the CPU time of the run's own process (the machine is shared: wall time would
-measure the neighbours), counted over training steps only; validation is outside it.
+measure the neighbours), counted over training steps only; validation is outside it. Being CPU time,
+it does not depend on the process's priority: the benchmark can run under `nice` on a busy machine.
 
 Validation: bits per byte on fixed batches of corpus_fr's validation split: the summed negative
 log-likelihood in bits over the UTF-8 bytes of the target tokens (control tokens, which stand for no
 text, are not scored), so the figure does not depend on the tokenizer.
 
 The target: the new recipe reaches the DG recipe's final bits per byte in ≤ 0.5× its CPU time
-(moonshot ≤ 0.33×). Writes bench/results/recipe.json and resources/recipe.png.
-Run: python -m bench.recipe [--steps 300] [--seeds 2] [--sizes tiny 256x4] [--jobs 4]
+(moonshot ≤ 0.33×); the table also gives the tokens it took, against DG's. Writes bench/results/recipe.json and resources/recipe.png.
+Run: python -m bench.recipe [--steps 80 80] [--seeds 2] [--sizes tiny 384x6] [--jobs 4]
 """
 
 from __future__ import annotations
@@ -50,14 +51,10 @@ def sizes() -> dict[str, Any]:
 
 
 def recipes() -> dict[str, Any]:
-	"""The two recipes at tiny's scale: the tiny preset's (the new one) and the same with DG's optimizer and schedule."""
-	from dimgpt.config import TrainConfig
-	from dimgpt.presets import get_preset
+	"""The two recipes at tiny's scale: DimensionGPT's (AdamW, cosine) and the tiny preset's (the new one)."""
+	from dimgpt.presets import TINY_DIMENSIONGPT_TRAIN, get_preset
 
-	new = get_preset("tiny").train
-	release = TrainConfig()
-	dg = replace(new, optimizer=release.optimizer, schedule=release.schedule)
-	return {"dg": dg, "new": new}
+	return {"dg": TINY_DIMENSIONGPT_TRAIN, "new": get_preset("tiny").train}
 
 
 def ensure_dataset(path: Path) -> Path:
@@ -126,7 +123,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 	config = replace(config, **job.get("set", {}))  # a variation under test (tuning)
 	data = Path(job["data"])
 	nbytes = token_bytes(Tokenizer.load(data / "vocab.txt").vocab)
-	val = PretrainLoader(data, "validation", config.batch_size, model_config.context_length, seed=1234)
+	# the same validation windows whatever batch size a variation trains with
+	val = PretrainLoader(data, "validation", base.batch_size, model_config.context_length, seed=1234)
 	val_batches = [val.next_batch() for _ in range(VAL_BATCHES)]
 	val.close()
 	train = PretrainLoader(data, "train", config.batch_size, model_config.context_length, seed=job["seed"])
@@ -149,13 +147,13 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 	return {**job, "curve": curve, "final_bpb": curve[-1]["bpb"], "cpu_s": cpu, "tokens": trainer.tokens}
 
 
-def cpu_to_reach(curve: list[dict[str, float]], target: float) -> float | None:
-	"""CPU seconds at which the curve first reaches `target` bpb (linear between validation points)."""
+def to_reach(curve: list[dict[str, float]], target: float, key: str = "cpu_s") -> float | None:
+	"""`key` (CPU seconds or tokens) at which the curve first reaches `target` bpb (linear between validation points)."""
 	for a, b in itertools.pairwise(curve):
 		if b["bpb"] <= target:
 			if a["bpb"] <= target:
-				return a["cpu_s"]
-			return a["cpu_s"] + (a["bpb"] - target) / (a["bpb"] - b["bpb"]) * (b["cpu_s"] - a["cpu_s"])
+				return a[key]
+			return a[key] + (a["bpb"] - target) / (a["bpb"] - b["bpb"]) * (b[key] - a[key])
 	return None
 
 
@@ -174,11 +172,13 @@ def summarise(results: list[dict[str, Any]], size_names: list[str]) -> tuple[lis
 		dg = [r for r in runs if r["recipe"] == "dg"]
 		target = statistics.median(r["final_bpb"] for r in dg)
 		dg_cpu = statistics.median(r["cpu_s"] for r in dg)
-		summary[size] = {"dg_final_bpb": target, "dg_cpu_s": dg_cpu, "runs": {}}
+		dg_tokens = statistics.median(r["tokens"] for r in dg)
+		summary[size] = {"dg_final_bpb": target, "dg_cpu_s": dg_cpu, "dg_tokens": dg_tokens, "runs": {}}
 		for key in sorted({(r["recipe"], r["steps"]) for r in runs}, key=lambda k: (k[0] != "dg", -k[1])):
 			group = [r for r in runs if (r["recipe"], r["steps"]) == key]
-			reach = [cpu_to_reach(r["curve"], target) for r in group]
+			reach = [to_reach(r["curve"], target) for r in group]
 			ratios = [c / dg_cpu for c in reach if c is not None]
+			token_ratios = [t / dg_tokens for r in group if (t := to_reach(r["curve"], target, "tokens")) is not None]
 			label = f"{key[0]} {key[1]} steps"
 			summary[size]["runs"][label] = {
 				"final_bpb": [r["final_bpb"] for r in group],
@@ -186,6 +186,7 @@ def summarise(results: list[dict[str, Any]], size_names: list[str]) -> tuple[lis
 				"tokens": group[0]["tokens"],
 				"cpu_to_reach_dg_final": reach,
 				"cpu_ratio_to_reach": ratios,
+				"token_ratio_to_reach": token_ratios,
 			}
 			rows.append(
 				[
@@ -196,6 +197,7 @@ def summarise(results: list[dict[str, Any]], size_names: list[str]) -> tuple[lis
 					spread([r["final_bpb"] for r in group]),
 					f"{sum(c is not None for c in reach)}/{len(group)}",
 					spread(ratios, "{:.2f}") if key[0] != "dg" else "1 (reference)",
+					spread(token_ratios, "{:.2f}") if key[0] != "dg" else "1 (reference)",
 				]
 			)
 	return rows, summary
@@ -215,7 +217,7 @@ def plot(results: list[dict[str, Any]], size_names: list[str], path: Path) -> No
 			label = (
 				f"{'DimensionGPT (AdamW, cosine)' if r['recipe'] == 'dg' else 'new (Muon, WSD)'}, {r['steps']} steps"
 			)
-			style = styles.setdefault((r["recipe"], r["steps"]), ["-", "--", ":"][len(styles) % 3])
+			style = styles.setdefault((r["recipe"], r["steps"]), ["-", "--", "-.", ":"][len(styles) % 4])
 			for col, key in enumerate(("cpu_s", "tokens")):
 				axis = axes[row][col]
 				curve = r["curve"][1:]
@@ -243,23 +245,31 @@ def plot(results: list[dict[str, Any]], size_names: list[str], path: Path) -> No
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-	parser.add_argument("--steps", type=int, nargs="+", default=[300, 150], help="DG's budget in steps, one per size")
-	parser.add_argument("--sizes", nargs="+", default=["tiny", "256x4"], choices=sorted(sizes()))
+	parser.add_argument("--steps", type=int, nargs="+", default=[80, 80], help="DG's budget in steps, one per size")
+	parser.add_argument("--sizes", nargs="+", default=["tiny", "384x6"], choices=sorted(sizes()))
 	parser.add_argument("--seeds", type=int, default=2)
-	parser.add_argument("--fractions", type=float, nargs="+", default=[1 / 2, 1 / 3], help="the new recipe's budgets")
+	parser.add_argument(
+		"--fractions", type=float, nargs="+", default=[1 / 2, 2 / 5, 1 / 3], help="the new recipe's budgets"
+	)
 	parser.add_argument("--jobs", type=int, default=4, help="runs at once (one thread each)")
 	parser.add_argument(
 		"--data", type=Path, default=ROOT / "data" / "bench-recipe", help="dataset folder (built if absent)"
 	)
 	parser.add_argument("--plot", type=Path, default=ROOT / "resources" / "recipe.png")
 	parser.add_argument("--name", default="recipe", help="name of the JSON in bench/results")
-	parser.add_argument("--from-json", type=Path, help="redo the table and plot from a results JSON of this script")
+	parser.add_argument(
+		"--from-json",
+		type=Path,
+		nargs="+",
+		help="redo the table and plot from results JSONs of this script (runs of several sizes merged)",
+	)
 	args = parser.parse_args()
 	if args.from_json:
-		record = json.loads(args.from_json.read_text())["results"]
-		args.sizes = [s for s in args.sizes if s in record["budgets"]] or list(record["budgets"])
-		args.seeds = record["seeds"]
-		return report(record["runs"], args, record["budgets"])
+		records = [json.loads(path.read_text())["results"] for path in args.from_json]
+		budgets = {size: steps for r in records for size, steps in r["budgets"].items()}
+		args.sizes = [s for s in sizes() if s in budgets]
+		args.seeds = min(r["seeds"] for r in records)
+		return report([run for r in records for run in r["runs"]], args, budgets)
 	if not (SHARED_DATA / "corpus_fr").is_dir():
 		skip(f"this benchmark needs the French corpus at {SHARED_DATA / 'corpus_fr'}")
 	data = ensure_dataset(args.data)
@@ -302,7 +312,16 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, budgets: dic
 	rows, summary = summarise(results, args.sizes)
 	print_table(
 		f"recipes on corpus_fr, {args.seeds} seeds (median, min-max); target: new reaches DG's final bpb in ≤ 0.5× its CPU time",
-		["size", "recipe", "tokens", "CPU s", "final bpb", "reached DG's final", "CPU to reach ÷ DG's"],
+		[
+			"size",
+			"recipe",
+			"tokens",
+			"CPU s",
+			"final bpb",
+			"reached DG's final",
+			"CPU to reach ÷ DG's",
+			"tokens to reach ÷ DG's",
+		],
 		rows,
 	)
 	plot(results, args.sizes, args.plot)
