@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import jinja2
 import numpy as np
-import pytest
 import torch
+from support import small_config
 
-from dimgpt.config import ModelConfig
 from dimgpt.data import chat_format
 from dimgpt.data.instruct import format_conversations, insert_preprompt, role_marks
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, HUMAN, START_OF_TEXT, SYSTEM, USER, Tokenizer
@@ -15,11 +14,6 @@ from dimgpt.model.transformer import Transformer
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 
 TURNS = [("system", "Tu es un assistant."), ("user", "Bonjour !"), ("assistant", "Bonjour, que puis-je faire ?")]
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-	return Tokenizer.train([text for _, text in TURNS] * 20, 1_600, progress=False)  # every cleaned character a token
 
 
 def test_a_conversation_written_out(tokenizer: Tokenizer) -> None:
@@ -38,7 +32,9 @@ def test_a_conversation_written_out(tokenizer: Tokenizer) -> None:
 
 
 def test_chat_session_prompts_in_the_same_format(tokenizer: Tokenizer) -> None:
-	config = ModelConfig(vocab_size=1_664, context_length=64, window=32, dim=32, n_layers=1, n_heads=2, n_kv_heads=1)
+	config = small_config(
+		vocab_size=tokenizer.vocab_size, context_length=64, window=32, dim=32, n_layers=1, n_heads=2, n_kv_heads=1
+	)
 	torch.manual_seed(0)
 	session = ChatSession(
 		Sampler(Transformer(config), tokenizer), system=TURNS[0][1], settings=SamplingConfig(max_new_tokens=8)

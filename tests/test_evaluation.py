@@ -48,10 +48,9 @@ def train_small_model(tokenizer: Tokenizer, texts: list[str], steps: int = 60, s
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Transformer, Tokenizer]:
+def trained(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> tuple[Path, Transformer, Tokenizer]:
 	"""A run-like directory (model.safetensors, model.json, vocab.txt) of a briefly trained model."""
 	texts = list(embedded_documents())[:40] + FRENCH * 20
-	tokenizer = Tokenizer.train(texts, 1_600, progress=False)
 	model = train_small_model(tokenizer, texts)
 	directory = tmp_path_factory.mktemp("model")
 	save_model(model, directory)
@@ -188,8 +187,7 @@ def test_dataset_validation_split_is_the_text_create_data_held_out(trained, tmp_
 	assert len(list(dataset_texts(tmp_path / "data", "train")["docs"])) == manifest["splits"]["train"]["documents"]
 
 
-def test_released_pt_state_dict_is_evaluated_as_the_model_it_holds(tmp_path):
-	tokenizer = Tokenizer.train(FRENCH * 20, 1_600, progress=False)
+def test_released_pt_state_dict_is_evaluated_as_the_model_it_holds(tmp_path, tokenizer):
 	# head size 64, context 512, window 256: what load_model infers from a bare state_dict
 	config = ModelConfig(
 		vocab_size=tokenizer.vocab_size, context_length=512, window=256, dim=128, n_layers=2, n_heads=2, n_kv_heads=1

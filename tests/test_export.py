@@ -231,11 +231,6 @@ def instruct_texts() -> list[str]:
 	return texts
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-	return Tokenizer.train([*instruct_texts(), FRENCH], 1_600, progress=False)
-
-
 def export_tokenizer_only(tokenizer: Tokenizer, directory: Path):
 	config = ModelConfig(
 		vocab_size=tokenizer.vocab_size, context_length=64, window=6, dim=64, n_layers=1, n_heads=4, n_kv_heads=2
@@ -376,10 +371,10 @@ def test_export_hf_errors(tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.C
 	run = tmp_path / "run"
 	save_model(Transformer(CONFIG), run / "checkpoints" / "best")
 	fails(["export-hf", str(run), str(tmp_path / "hf")], "--vocab", ExitCode.NOT_FOUND)
-	tokenizer.save(tmp_path / "vocab.txt")  # 600 tokens, the model has 256
+	tokenizer.save(tmp_path / "vocab.txt")  # 2,000 tokens, the model has 256
 	fails(
 		["export-hf", str(run), str(tmp_path / "hf"), "--vocab", str(tmp_path / "vocab.txt")],
-		"600 tokens but the model has a vocabulary of 256",
+		f"{tokenizer.vocab_size} tokens but the model has a vocabulary of 256",
 		ExitCode.MISMATCH,
 	)
 	assert not (tmp_path / "hf" / "model.safetensors").exists()

@@ -37,15 +37,6 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-	texts = [
-		GOOD["conversation"][0]["text"],
-		"Salut ! Le petit chat dort. Bonjour, comment allez-vous ? Très bien, merci !",
-	] * 20
-	return Tokenizer.train(texts, 1_600, progress=False)
-
-
 @pytest.mark.parametrize(("record", "reason"), MALFORMED)
 def test_malformed_records_give_their_reason(record: object, reason: str) -> None:
 	assert parse_record(record) == ([], reason)

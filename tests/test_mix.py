@@ -32,17 +32,6 @@ def read_jsonl(path: Path) -> list[dict]:
 	return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-	texts = [
-		t["text"]
-		for name in ("default.jsonl", "self_identity.jsonl")
-		for r in read_jsonl(RESOURCES / name)
-		for t in r["conversation"]
-	]
-	return Tokenizer.train(texts + list(load_preprompts()), 2_000, progress=False)
-
-
 def make_store(directory: Path, tokenizer: Tokenizer, sources: dict[str, tuple[list[dict], str]], held: float) -> Path:
 	"""A dataset folder holding only an instruction store: {name: (records, group)}."""
 	tokenizer.save(directory / "vocab.txt")

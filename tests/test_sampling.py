@@ -33,17 +33,6 @@ from dimgpt.sampling import (
 	release_choice,
 )
 
-TEXTS = [
-	"Bonjour, je m'appelle Paul et j'habite à Paris depuis dix ans.",
-	"La ville est belle au printemps : les arbres fleurissent le long de la Seine.\nC'est la saison que je préfère.",
-	"Qui es-tu ? Je suis un assistant qui répond en français aux questions qu'on lui pose.",
-]
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-	return Tokenizer.train(TEXTS * 10, 1_600, progress=False)  # every character cleaning outputs is a token
-
 
 def _model(vocab_size: int, seed: int = 0) -> Transformer:
 	torch.manual_seed(seed)
@@ -326,7 +315,9 @@ def test_text_printer_wraps_at_a_space(tokenizer: Tokenizer):
 		printer(token)
 	lines = "".join(out).split("\n")
 	assert len(lines) > 3
-	assert all(len(line) <= 25 for line in lines)
+	# A line breaks at the space that would pass the width: it overruns only by the end of a word begun before
+	# (the tokenizer splits "ville" into " v", "il", "le").
+	assert all(len(line.rsplit(" ", 1)[0]) <= 25 for line in lines)
 	assert " ".join(lines) == tokenizer.decode(words)
 
 

@@ -31,24 +31,14 @@ from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.api import BackgroundServer, Limits, create_app, parse_messages
 from dimgpt.serve.engine import Engine
 
-TEXTS = [
-	"Bonjour, je m'appelle Paul et j'habite à Paris depuis dix ans.",
-	"La ville est belle au printemps : les arbres fleurissent le long de la Seine.\nC'est la saison que je préfère.",
-	"Qui es-tu ? Je suis un assistant qui répond en français aux questions qu'on lui pose.",
-]
 KEY = "test-key-123"
 NAME = "tiny-test"
 QUESTIONS = ["Bonjour", "Qui es-tu ?", "La ville est belle ?", "Paris ?", "Et la Seine au printemps ?", "Paul ?"]
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-	return Tokenizer.train(TEXTS * 10, 1_600, progress=False)
-
-
-@pytest.fixture(scope="module")
 def sampler(tokenizer: Tokenizer) -> Sampler:
-	"""The tiny preset's shape (context 128, window 64) with random weights and a 1,600-token vocabulary."""
+	"""The tiny preset's shape (context 128, window 64) with random weights and the shared 2,000-token vocabulary."""
 	torch.manual_seed(0)
 	config = dataclasses.replace(get_preset("tiny").model, vocab_size=tokenizer.vocab_size)
 	return Sampler(Transformer(config).eval(), tokenizer)
