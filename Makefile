@@ -1,7 +1,7 @@
 # These commands do all the set-up on a fresh machine:
 #   make run    set up, then run the main job end to end on the embedded default corpus
 #   make test   set up, then lint and run the test suite
-#   make test-fast  the tests not marked slow, no lint
+#   make test-fast  the tests not marked slow, on every core (pytest-xdist), no lint
 #   make bench  set up, then run the benchmarks (BENCH="generation training" for some of them)
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,7 +32,7 @@ test: lint
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile
 
 bench: $(VENV)/.dev
 	$(PY) -m bench $(BENCH)

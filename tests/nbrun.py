@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-from nbclient import NotebookClient
+if TYPE_CHECKING:
+	import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +18,9 @@ def execute_notebook(name: str, parameters: dict[str, Any], cwd: Path, timeout: 
 	The first code cell tagged `parameters` holds plain `NAME = value` lines; each NAME given in
 	`parameters` gets `repr(value)` instead, as a user editing that cell would.
 	"""
+	import nbformat  # here, not at the top: 2 s of imports that only the (slow) notebook tests need
+	from nbclient import NotebookClient
+
 	notebook = nbformat.read(ROOT / name, as_version=4)
 	cell = next(c for c in notebook.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", []))
 	source = cell.source

@@ -217,6 +217,7 @@ def test_muon_under_two_gloo_processes_matches_one_process(tiny_data: Path, tmp_
 	assert len({r["loss"] for r in one}) == 3
 
 
+@pytest.mark.slow  # 4 s of training; the fast lane has the time budget (test_trainer) and the WSD decay
 def test_a_time_budget_decays_a_wsd_run_over_its_last_fifth(tiny_data: Path, tmp_path: Path) -> None:
 	"""With max_seconds, WSD cannot know its last step: the decay starts at 80 % of the time and ends the run."""
 	config = replace(MUON, grad_accum=1, max_steps=100_000, decay_steps=100_000, warmup_steps=1, max_seconds=4.0)

@@ -503,6 +503,7 @@ def _browser(profile: Path):
 	return webdriver.Chrome(options=options, service=service)
 
 
+@pytest.mark.slow  # a browser start; the fast lane checks the streaming through the client
 def test_the_chat_page_streams_an_answer_in_a_real_browser(tmp_path, server: BackgroundServer, client: openai.OpenAI):
 	from selenium.webdriver.common.by import By
 	from selenium.webdriver.support.ui import WebDriverWait
