@@ -35,8 +35,9 @@ QUICK = replace(
 
 
 def small_config(**changes: object) -> ModelConfig:
-	"""SMALL with some fields changed (vocab_size, context_length, ...)."""
-	return replace(SMALL, **changes)
+	"""SMALL with some fields changed (vocab_size, context_length, ...): the one factory of the tests' small
+	models. The feed-forward size follows `dim`, as in ModelConfig, unless `hidden_dim` is given."""
+	return replace(SMALL, **{"hidden_dim": 0, **changes})
 
 
 class ListLoader:

@@ -32,9 +32,7 @@ def test_a_conversation_written_out(tokenizer: Tokenizer) -> None:
 
 
 def test_chat_session_prompts_in_the_same_format(tokenizer: Tokenizer) -> None:
-	config = small_config(
-		vocab_size=tokenizer.vocab_size, context_length=64, window=32, dim=32, n_layers=1, n_heads=2, n_kv_heads=1
-	)
+	config = small_config(vocab_size=tokenizer.vocab_size, context_length=64)
 	torch.manual_seed(0)
 	session = ChatSession(
 		Sampler(Transformer(config), tokenizer), system=TURNS[0][1], settings=SamplingConfig(max_new_tokens=8)

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import small_config
 
 from dimgpt.cli import main
-from dimgpt.config import ModelConfig
 from dimgpt.data.create import create_data
 from dimgpt.data.store import block_checksums
 from dimgpt.data.tokenizer import Tokenizer
@@ -53,7 +53,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 		replace(get_preset("tiny").data, vocab_size=1_600, tokenizer_chars=200_000), root / "data", progress=False
 	)
 	vocab = Tokenizer.load(root / "data" / "vocab.txt").vocab_size
-	config = ModelConfig(vocab_size=vocab, context_length=64, window=32, dim=64, n_layers=2, n_heads=2, n_kv_heads=1)
+	config = small_config(vocab_size=vocab, context_length=64, window=32, n_heads=2, n_kv_heads=1)
 	torch.manual_seed(0)
 	save_model(Transformer(config), root / "run" / "checkpoints" / "best")
 	shutil.copyfile(root / "data" / "vocab.txt", root / "run" / "vocab.txt")

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import small_config
 
-from dimgpt.config import ModelConfig
 from dimgpt.errors import DiskError, ExitCode
 from dimgpt.model.loading import load_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.training.checkpoint import load_training_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ModelConfig(vocab_size=64, context_length=32, window=16, dim=32, n_layers=1, n_heads=2, n_kv_heads=1)
+SMALL = small_config(vocab_size=64, dim=32, n_layers=1, n_heads=2, n_kv_heads=1)  # a checkpoint of a few kB
 
 
 def check_after_failed_save(directory: Path) -> None:

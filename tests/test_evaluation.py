@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import small_config
 
 from dimgpt.cli import main
 from dimgpt.config import ModelConfig
@@ -29,10 +30,7 @@ FRENCH = [
 def train_small_model(tokenizer: Tokenizer, texts: list[str], steps: int = 60, seed: int = 0) -> Transformer:
 	"""A small model trained briefly on `texts`, so that its likelihoods are far from uniform."""
 	torch.manual_seed(seed)
-	config = ModelConfig(
-		vocab_size=tokenizer.vocab_size, context_length=32, window=16, dim=64, n_layers=2, n_heads=4, n_kv_heads=2
-	)
-	model = Transformer(config)
+	model = Transformer(small_config(vocab_size=tokenizer.vocab_size))
 	ids = np.concatenate([np.concatenate([[START_OF_TEXT], ids]) for ids in tokenizer.encode_batch(texts)])
 	data = torch.from_numpy(ids.astype(np.int64))
 	optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import small_config
 
 from dimgpt.cli import main
-from dimgpt.config import ModelConfig
 from dimgpt.data.cleaning import CIRCLED, KEPT, SEQUENCE_RULES, TOKEN_CHARACTERS, clean
 from dimgpt.data.instruct import format_conversations
 from dimgpt.data.tokenizer import END_OF_TEXT, NEW_LINE, TAB, USER, Tokenizer
@@ -24,7 +24,7 @@ from dimgpt.sampling import Sampler, SamplingConfig
 transformers = pytest.importorskip("transformers")
 
 # Several layers, GQA ratio 2, a window (6) well below the test sequences (40 tokens).
-CONFIG = ModelConfig(vocab_size=256, context_length=64, window=6, dim=64, n_layers=3, n_heads=4, n_kv_heads=2)
+CONFIG = small_config(vocab_size=256, context_length=64, window=6, n_layers=3)  # sequences of 40 pass the window
 
 
 def randomize(model: Transformer, seed: int = 0) -> Transformer:
@@ -232,9 +232,7 @@ def instruct_texts() -> list[str]:
 
 
 def export_tokenizer_only(tokenizer: Tokenizer, directory: Path):
-	config = ModelConfig(
-		vocab_size=tokenizer.vocab_size, context_length=64, window=6, dim=64, n_layers=1, n_heads=4, n_kv_heads=2
-	)
+	config = small_config(vocab_size=tokenizer.vocab_size, context_length=64, window=6, n_layers=1)
 	export_hf(Transformer(config), directory, tokenizer=tokenizer)
 	return transformers.AutoTokenizer.from_pretrained(directory)
 
@@ -340,9 +338,7 @@ def test_message_content_cannot_forge_turns(tokenizer: Tokenizer, tmp_path: Path
 
 
 def test_export_hf_command_on_a_run_directory(tokenizer: Tokenizer, tmp_path: Path) -> None:
-	config = ModelConfig(
-		vocab_size=tokenizer.vocab_size, context_length=64, window=6, dim=64, n_layers=2, n_heads=4, n_kv_heads=2
-	)
+	config = small_config(vocab_size=tokenizer.vocab_size, context_length=64, window=6)
 	model = randomize(Transformer(config))
 	run = tmp_path / "run"
 	save_model(model, run / "checkpoints" / "last")

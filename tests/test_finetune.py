@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import small_config
 
 from dimgpt.cli import main
 from dimgpt.config import InstructMix, MixGroup, ModelConfig, TrainConfig, save_json
@@ -63,9 +64,7 @@ def make_dataset(directory: Path, conversations: list[dict], held: float) -> Pat
 
 def make_pretrained(run_dir: Path, context_length: int = 96) -> Path:
 	"""A stand-in pretraining run: random weights in RUN_DIR/checkpoints/last."""
-	config = ModelConfig(
-		vocab_size=2_000, context_length=context_length, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2
-	)
+	config = small_config(vocab_size=2_000, context_length=context_length, window=32, dim=48)
 	torch.manual_seed(0)
 	save_model(Transformer(config), run_dir / "checkpoints" / "last")
 	return run_dir
@@ -262,7 +261,7 @@ def test_runs_take_the_recipe_of_the_run_they_continue_or_start_from(tmp_path, d
 	# A preset of our own, registered like the catalogue's, with recipes no other preset has.
 	from dimgpt.presets import PRESETS
 
-	model = ModelConfig(vocab_size=2_000, context_length=96, window=32, dim=48, n_layers=2, n_heads=4, n_kv_heads=2)
+	model = small_config(vocab_size=2_000, context_length=96, window=32, dim=48)  # make_pretrained's
 	small = replace(RECIPE, batch_size=2, grad_accum=1, eval_every=2, eval_batches=1, checkpoint_every=2)
 	fake = replace(get_preset("tiny"), name="fake", model=model, train=small, finetune=replace(small, lr=7e-4))
 	monkeypatch.setitem(PRESETS, "fake", lambda: fake)

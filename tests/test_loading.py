@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from support import small_config
 
 from dimgpt.config import ModelConfig
 from dimgpt.model.loading import infer_config, load_model, save_model
@@ -96,7 +97,7 @@ def test_plain_safetensors_file(tmp_path: Path):
 
 def test_explicit_config_overrides_inference(tmp_path: Path):
 	torch.save(_dimensiongpt_state_dict(), tmp_path / "w.pt")
-	config = ModelConfig(vocab_size=120, context_length=64, window=8, dim=128, n_layers=2, n_heads=4, n_kv_heads=2)
+	config = small_config(vocab_size=120, context_length=64, window=8, dim=128)  # heads of 32, not the inferred 64
 	assert load_model(tmp_path / "w.pt", config=config).config == config
 
 

@@ -6,13 +6,15 @@ import math
 
 import pytest
 import torch
+from support import small_config
 
 from dimgpt.config import ModelConfig
 from dimgpt.model.attention import reference_attention
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
 
-SMALL = ModelConfig(vocab_size=97, context_length=48, window=8, dim=64, n_layers=3, n_heads=4, n_kv_heads=2)
+# A sequence of 48 tokens sees past the window of 8; an odd vocabulary size.
+SMALL = small_config(vocab_size=97, context_length=48, window=8, n_layers=3)
 
 
 def _model(config: ModelConfig = SMALL, seed: int = 0) -> Transformer:
@@ -111,6 +113,7 @@ def test_forward_matches_float64_reference(T):
 	assert ((out.double() - ref).norm() / ref.norm()).item() <= 1e-5
 
 
+@pytest.mark.slow  # FlexAttention's first use on CPU takes seconds; the fast lane has test_attention's flex check
 def test_forced_flex_backend_gives_the_sdpa_logits():
 	"""The whole model through FlexAttention (eager on CPU), the backend picked on CUDA without flash-attn."""
 	import warnings

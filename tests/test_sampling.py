@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from support import small_config
 
-from dimgpt.config import ModelConfig
 from dimgpt.data.tokenizer import (
 	ASSISTANT,
 	END_OF_TEXT,
@@ -36,10 +36,7 @@ from dimgpt.sampling import (
 
 def _model(vocab_size: int, seed: int = 0) -> Transformer:
 	torch.manual_seed(seed)
-	config = ModelConfig(
-		vocab_size=vocab_size, context_length=48, window=8, dim=64, n_layers=3, n_heads=4, n_kv_heads=2
-	)
-	return Transformer(config).eval()
+	return Transformer(small_config(vocab_size=vocab_size, context_length=48, window=8, n_layers=3)).eval()
 
 
 @pytest.mark.slow  # many generation steps

@@ -20,8 +20,8 @@ import httpx
 import openai
 import pytest
 import torch
+from support import small_config
 
-from dimgpt.config import ModelConfig
 from dimgpt.data.tokenizer import ASSISTANT, CONTROL_TOKENS, END_OF_TEXT, START_OF_TEXT, SYSTEM, USER, Tokenizer
 from dimgpt.model.kv_cache import RowCache
 from dimgpt.model.loading import save_model
@@ -70,7 +70,7 @@ def test_row_cache_gives_each_row_the_logits_of_its_sequence_alone():
 	at step 20 (the last row takes its place), all pass the window (8): each row's logits are those of
 	its sequence decoded alone."""
 	torch.manual_seed(0)
-	config = ModelConfig(vocab_size=200, context_length=48, window=8, dim=64, n_layers=3, n_heads=4, n_kv_heads=2)
+	config = small_config(vocab_size=200, context_length=48, window=8, n_layers=3)
 	model = Transformer(config).eval()
 	prompts = [[START_OF_TEXT, *range(20, 20 + n)] for n in (5, 8, 3)]  # the batch (8 + 1) fits window + 1
 	joins, leave, steps = {0: [0], 5: [1, 2]}, 20, 40

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from nbrun import ROOT, execute_notebook, outputs_text
+from support import small_config
 
-from dimgpt.config import ModelConfig
 from dimgpt.data.tokenizer import Tokenizer
 from dimgpt.evaluation import evaluate
 from dimgpt.model.loading import load_model, save_model
@@ -23,16 +23,13 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-	"""A run directory as the trainer leaves it: a small trained vocabulary and a random-weight checkpoint."""
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
+	"""A run directory as the trainer leaves it: a trained vocabulary and a random-weight checkpoint."""
 	run = tmp_path_factory.mktemp("run")
-	tokenizer = Tokenizer.train(TEXTS * 10, 1_600, progress=False)
 	(run / "data").mkdir()
 	tokenizer.save(run / "data" / "vocab.txt")
 	torch.manual_seed(0)
-	config = ModelConfig(
-		vocab_size=tokenizer.vocab_size, context_length=64, window=16, dim=64, n_layers=2, n_heads=4, n_kv_heads=2
-	)
+	config = small_config(vocab_size=tokenizer.vocab_size, context_length=64)
 	save_model(Transformer(config), run / "checkpoints" / "last")
 	return run
 
