@@ -16,6 +16,8 @@ padded slot is never attended by a real query.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from dimgpt.config import ModelConfig
@@ -114,8 +116,8 @@ class RowCache:
 	"""Decoding cache of independent sequences, one per row, for continuous batching.
 
 	Each row holds its own sequence at its own positions (the positions it would have alone), in
-	KVCache's slot layout (position p in slot p % (window + 1)). A sequence joins with `add`, its
-	prompt already run through a KVCache, and leaves with `remove`, both between steps. Prompts of
+	KVCache's slot layout (position p in slot p % (window + 1)). Sequences join with `add`, their
+	prompts already run through a KVCache, and leave with `remove`, both between steps. Prompts of
 	different lengths can be run together *right*-padded: causal attention keeps each real token from
 	seeing the padding after it, and `add` drops the padded slots (while the batch is no longer than
 	window + 1, no padding has overwritten a real slot of the rolling buffer).
@@ -147,24 +149,35 @@ class RowCache:
 	def rows(self) -> int:
 		return len(self.positions)
 
-	def add(self, cache: KVCache, index: int = 0, length: int | None = None) -> int:
-		"""Take over sequence `index` of a full-size KVCache filled from position 0 without left padding:
-		its first `length` tokens (default: all; the rest is right padding). Returns its row."""
-		length = cache.position if length is None else length
-		if self.rows == self.capacity:
-			raise ValueError(f"the RowCache is full ({self.capacity} rows)")
-		if cache.size != self.size or cache.last_padding >= 0:
-			raise ValueError("RowCache.add takes a KVCache of size window + 1 without left padding")
-		if not 0 < length <= cache.position or (length < cache.position and cache.position > self.size):
+	def add(self, cache: KVCache, lengths: Sequence[int]) -> int:
+		"""Take over every sequence of a KVCache filled from position 0 without left padding, sequence i
+		being its first `lengths[i]` tokens (the rest is right padding). The KVCache is of size window + 1,
+		or smaller if it never wrapped (`make_cache(n, max_tokens=T)` for prompts of T tokens at most:
+		a prefill then attends over T cached slots, not window + 1). Returns the row of the first
+		sequence; the others follow it."""
+		n = len(lengths)
+		if n != cache.keys[0].shape[0]:
+			raise ValueError(f"{n} lengths for a KVCache of {cache.keys[0].shape[0]} sequences")
+		if self.rows + n > self.capacity:
+			raise ValueError(f"the RowCache has room for {self.capacity - self.rows} more rows, not {n}")
+		size = cache.size
+		if cache.last_padding >= 0 or not (size == self.size or cache.position <= size < self.size):
+			raise ValueError("RowCache.add takes a KVCache without left padding, of size window + 1 or never wrapped")
+		if not all(0 < length <= cache.position for length in lengths) or (
+			min(lengths) < cache.position and cache.position > self.size
+		):
 			raise ValueError(f"a right-padded batch must be at most {self.size} tokens long (window + 1)")
-		row = self.rows
+		first = self.rows
+		block = slice(first, first + n)
 		for layer in range(len(self.keys)):
-			self.keys[layer][row] = cache.keys[layer][index]
-			self.values[layer][row] = cache.values[layer][index]
-		positions = cache.slot_positions
-		self.slot_positions[row] = positions.masked_fill(positions >= length, -1)
-		self.positions.append(length)
-		return row
+			self.keys[layer][block, :, :size] = cache.keys[layer]
+			self.values[layer][block, :, :size] = cache.values[layer]
+		positions = cache.slot_positions[None, :]
+		ends = torch.tensor(lengths, device=positions.device)[:, None]
+		self.slot_positions[block] = -1
+		self.slot_positions[block, :size] = positions.masked_fill(positions >= ends, -1)
+		self.positions.extend(lengths)
+		return first
 
 	def remove(self, row: int) -> None:
 		"""Free `row`; the last row moves into its place (the caller renumbers it likewise)."""

@@ -3,8 +3,11 @@
 A request waits in a bounded queue until a row is free (`max_batch` rows). Between two steps the
 engine drops the rows that finished or whose client left, then admits waiting requests: their
 prompts run together through a KVCache, right-padded, so that each sequence sits at the positions it
-would have alone; each first token is drawn from that forward, and each sequence moves into a row of
-the shared RowCache. A step then feeds the last token of every row in one batched forward.
+would have alone; each first token is drawn from that forward (and sent at once), and each sequence
+moves into a row of the shared RowCache. A step then feeds the last token of every row in one batched
+forward. Prefills go first: requests that arrived during a prefill are admitted before the next step,
+so a burst of requests (clients that sent together) waits for prefills only, not for decoding steps
+in between (the running rows wait one prefill more for their next token).
 
 Each row draws with its own settings (`choose_tokens`, rows grouped by settings) and, when it has a
 seed, its own generator, so a seeded or greedy request gives the tokens it gives alone whatever
@@ -145,6 +148,9 @@ class Engine:
 				with torch.inference_mode():
 					if admitted:
 						self._start(admitted)
+						self._drop_finished()
+						if self._waiting and len(self.rows) < self.max_batch:
+							continue  # requests that came during this prefill start before the next step
 					self._drop_finished()
 					if self.rows:
 						self._step()
@@ -164,32 +170,29 @@ class Engine:
 		short = [r for r in requests if len(r.prompt) <= size]
 		for group in ([short] if short else []) + [[r] for r in requests if len(r.prompt) > size]:
 			lengths = [len(r.prompt) for r in group]
-			prompts = torch.full((len(group), max(lengths)), END_OF_TEXT, dtype=torch.long, device=self.device)
-			for i, request in enumerate(group):
-				prompts[i, : lengths[i]] = torch.tensor(request.prompt, dtype=torch.long)
-			cache = self.model.make_cache(len(group))
+			width = max(lengths)
+			prompts = torch.tensor(
+				[r.prompt + [END_OF_TEXT] * (width - len(r.prompt)) for r in group],
+				dtype=torch.long,
+				device=self.device,
+			)
+			# A short batch's cache holds its own width only: the prefill attends over fewer empty slots
+			cache = self.model.make_cache(len(group), max_tokens=width)
 			# Only each prompt's last position is needed: the output layer nowhere else (much of a prefill's cost)
 			last = (torch.arange(len(group), device=self.device), torch.tensor(lengths, device=self.device) - 1)
 			logits = self.model(prompts, cache, select=last).float()
-			for i, request in enumerate(group):
-				index = self.cache.add(cache, i, lengths[i])
-				self.rows.append(self._row(request))
-				recent = prompts[i, max(0, lengths[i] - self.context) : lengths[i]]
-				self.history[index] = END_OF_TEXT
-				self.history[index, self.context - len(recent) :] = recent
-				self.history_real[index] = False
-				self.history_real[index, self.context - len(recent) :] = True
-				row = self.rows[index]
-				token = choose_tokens(
-					logits[i : i + 1],
-					request.settings,
-					self._banned_mask(request.stop_ids),
-					self.history[index : index + 1],
-					self.history_real[index : index + 1],
-					self.context,
-					row.generator,
-				)
-				self._accept(index, token)
+			first = self.cache.add(cache, lengths)
+			self.rows += [self._row(r) for r in group]
+			# The history of each new row: its prompt's last `context` tokens, right-aligned.
+			recent = [r.prompt[-self.context :] for r in group]
+			rows = slice(first, first + len(group))
+			self.history[rows] = torch.tensor(
+				[[END_OF_TEXT] * (self.context - len(t)) + t for t in recent], dtype=torch.long, device=self.device
+			)
+			self.history_real[rows] = torch.tensor(
+				[[False] * (self.context - len(t)) + [True] * len(t) for t in recent], device=self.device
+			)
+			self._accept(rows, self._choose(rows, logits))
 
 	def _row(self, request: Request) -> _Row:
 		settings = request.settings
@@ -206,28 +209,31 @@ class Engine:
 		n = len(self.rows)
 		self.busiest_step = max(self.busiest_step, n)
 		logits = self.model(self.last_tokens[:n, None], self.cache)[:, -1].float()
-		tokens = torch.empty(n, dtype=torch.long, device=logits.device)
+		self._accept(slice(0, n), self._choose(slice(0, n), logits))
+
+	def _choose(self, rows: slice, logits: torch.Tensor) -> torch.Tensor:
+		"""The next token of each row of `rows` from its logits, one draw per group of equal settings."""
+		tokens = torch.empty(len(logits), dtype=torch.long, device=logits.device)
 		groups: dict[tuple, list[int]] = {}
-		for i, row in enumerate(self.rows):
+		for i, row in enumerate(self.rows[rows]):
 			groups.setdefault(row.key, []).append(i)
+		history, real = self.history[rows], self.history_real[rows]
 		for members in groups.values():
-			first = self.rows[members[0]]
-			index = slice(0, n) if len(members) == n else torch.tensor(members, device=logits.device)
+			first = self.rows[rows.start + members[0]]
+			index = slice(None) if len(members) == len(logits) else torch.tensor(members, device=logits.device)
 			tokens[index] = choose_tokens(
 				logits[index],
 				first.request.settings,
 				self._banned_mask(first.request.stop_ids),
-				self.history[:n][index],
-				self.history_real[:n][index],
+				history[index],
+				real[index],
 				self.context,
 				first.generator,
 			)
-		self._accept(slice(0, n), tokens)
+		return tokens
 
-	def _accept(self, index: slice | int, tokens: torch.Tensor) -> None:
+	def _accept(self, index: slice, tokens: torch.Tensor) -> None:
 		"""Record the drawn tokens of rows `index` (history, next input) and send out their text."""
-		if isinstance(index, int):
-			index = slice(index, index + 1)
 		history, real = self.history[index], self.history_real[index]
 		history[:, :-1] = history[:, 1:].clone()
 		real[:, :-1] = real[:, 1:].clone()
