@@ -211,27 +211,30 @@ def plot(results: list[dict[str, Any]], size_names: list[str], path: Path) -> No
 
 	fig, axes = plt.subplots(len(size_names), 2, figsize=(11, 4 * len(size_names)), squeeze=False)
 	colours = {"dg": "tab:blue", "new": "tab:red"}
-	styles = {}
+	dashes = ["-", "-.", ":", (0, (5, 2, 1, 2, 1, 2))]  # the new recipe's budgets, longest first
 	for row, size in enumerate(size_names):
+		budgets = sorted({r["steps"] for r in results if r["size"] == size and r["recipe"] != "dg"}, reverse=True)
 		for r in (r for r in results if r["size"] == size):
 			label = (
 				f"{'DimensionGPT (AdamW, cosine)' if r['recipe'] == 'dg' else 'new (Muon, WSD)'}, {r['steps']} steps"
 			)
-			style = styles.setdefault((r["recipe"], r["steps"]), ["-", "--", "-.", ":"][len(styles) % 4])
+			style = "--" if r["recipe"] == "dg" else dashes[budgets.index(r["steps"]) % len(dashes)]
 			for col, key in enumerate(("cpu_s", "tokens")):
 				axis = axes[row][col]
 				curve = r["curve"][1:]
 				axis.plot(
 					[p[key] for p in curve],
 					[p["bpb"] for p in curve],
-					style,
+					linestyle=style,
 					color=colours[r["recipe"]],
 					marker="o",
 					markersize=3,
 					label=label if r["seed"] == 0 else None,
 				)
+		target = statistics.median(r["final_bpb"] for r in results if r["size"] == size and r["recipe"] == "dg")
 		for col, xlabel in enumerate(("CPU seconds (training steps, one thread)", "training tokens")):
 			axis = axes[row][col]
+			axis.axhline(target, color="grey", linewidth=0.8, label="DimensionGPT's final (median)")
 			axis.set_title(f"{size}: validation bits per byte")
 			axis.set_xlabel(xlabel)
 			axis.set_ylabel("bits per byte")
