@@ -143,6 +143,7 @@ def test_the_comparison_catches_mistakes(exported: tuple[Transformer, Path], mis
 	assert difference < 1e-4 if mistake == "none" else difference > 1e-2
 
 
+@pytest.mark.slow  # torch.compile; the fast lane exports the eager model
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's imports
 def test_compiled_model_is_exported(exported: tuple[Transformer, Path], tmp_path: Path) -> None:
 	ours, _ = exported
@@ -268,6 +269,7 @@ def test_tokenizer_on_french_text(tokenizer: Tokenizer, tmp_path: Path) -> None:
 	assert "\n" in theirs.decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.slow  # trains a tokenizer on the real corpus; the fast lane has test_tokenizer_on_french_text
 def test_tokenizer_on_corpus_fr(corpus_fr: Path, tmp_path: Path) -> None:
 	# Per file: the first documents (cut to 20,000 characters: the novels are long) train a vocabulary,
 	# the next ones are compared.

@@ -236,6 +236,7 @@ def test_dataset_context_is_kept_instead_of_a_preprompt(tmp_path, tokenizer):
 		assert all(i > 0 and row[i - 1] == START_OF_TEXT for i, t in enumerate(row) if t == SYSTEM)
 
 
+@pytest.mark.slow  # the real instruction files; the fast lane mixes the shipped resources above
 def test_mix_over_the_french_instruction_files(tmp_path, tokenizer, instruct_fr):
 	# the corpus-fr instruction sources, read through the same `datasets` path as hub sources
 	from dimgpt.data.sources import read_records

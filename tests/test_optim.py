@@ -60,6 +60,7 @@ def pretrain_trainer(data: Path, run_dir: Path, config, **kwargs) -> Trainer:
 	return Trainer(SMALL, config, run_dir, train, progress=False, **kwargs)
 
 
+@pytest.mark.slow  # 12 training steps; the fast lane resumes Muon in test_resume_takes_the_new_rates_...
 def test_stop_and_resume_with_muon_gives_the_same_weights(tiny_data: Path, tmp_path: Path) -> None:
 	"""6 steps straight vs 3 steps, a new Trainer from the checkpoint, 3 more: bit-identical weights."""
 	config = replace(MUON, max_steps=6, warmup_steps=2, decay_steps=6, cooldown_steps=2)
@@ -149,6 +150,7 @@ def test_muon_under_mixed_precision_and_clipping(tiny_data: Path, tmp_path: Path
 	assert records[-1]["loss"] < records[0]["loss"]
 
 
+@pytest.mark.slow  # trains twice; the fast lane has Muon training here and fine-tuning in test_finetune
 def test_fine_tuning_a_checkpoint_with_muon(tiny_data: Path, tmp_path: Path) -> None:
 	"""A model pretrained with AdamW is fine-tuned with Muon from its weights (a fresh optimizer)."""
 	pretrained = pretrain_trainer(tiny_data, tmp_path / "base", replace(QUICK, max_steps=2))
