@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,38 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
 		fn()
 		times.append(time.perf_counter() - start)
 	return min(times)
+
+
+def alternate(sides: dict[str, Callable[[], Any]], repeats: int, warm_up: bool = True) -> dict[str, list[dict]]:
+	"""Time each side once per repeat, side by side, the order reversed every other repeat so that no side
+	always runs first (or always right after another) on a machine whose load moves.
+
+	Returns {side: [{"cpu": CPU seconds of this process, "wall": wall seconds}, ... one per repeat]}.
+	`warm_up` runs each side once untimed first (first-call allocations, lazy initialisation).
+	"""
+	if warm_up:
+		for fn in sides.values():
+			fn()
+	times: dict[str, list[dict]] = {name: [] for name in sides}
+	order = list(sides)
+	for repeat in range(repeats):
+		for name in order if repeat % 2 == 0 else order[::-1]:
+			cpu, wall = time.process_time(), time.perf_counter()
+			sides[name]()
+			times[name].append({"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall})
+	return times
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+	"""Median, min and max of repeated measurements: what the tables and the JSON report (never a best-of,
+	which hides how much a shared machine moved the figures)."""
+	return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def spread_text(values: Sequence[float], suffix: str = "") -> str:
+	"""`median (min-max)` of `values`, for a table cell."""
+	s = spread(values)
+	return f"{_fmt(s['median'])}{suffix} ({_fmt(s['min'])}-{_fmt(s['max'])})"
 
 
 def peak_rss_mb() -> float:

@@ -3,9 +3,11 @@
     .venv/bin/python -m bench.generation --threads 1            # tiny preset and the dimensiongpt-0.2b shape
     .venv/bin/python -m bench.generation --threads 1 --quick    # tiny preset only
 
-Rates are tokens per CPU-second of the best run (wall rates are printed too): on a CPU shared with
-other jobs, wall time measures the neighbours, and torch's threads stall on each other at every small
-kernel, so one thread gives the stable comparison.
+Rates are tokens per CPU-second (wall rates are printed too): on a CPU shared with other jobs, wall
+time measures the neighbours, and torch's threads stall on each other at every small kernel, so one
+thread gives the stable comparison. Each repeat runs every side once, in an order reversed every other
+repeat, after an untimed warm-up; the tables give the median (min-max) over `--repeats` repeats, and a
+ratio is taken within each repeat before its median.
 
 Random weights, float32 on the CPU (bfloat16 on a GPU), batch 1, a 16-token prompt, greedy:
 (a) `Sampler` with its KV cache; (b) `Sampler(use_cache=False)`, the whole sequence re-run for every
@@ -31,7 +33,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from bench.common import best_of, mistral_config, print_table, write_results
+from bench.common import alternate, mistral_config, print_table, spread, spread_text, write_results
 from dimgpt.config import ModelConfig
 from dimgpt.device import inference_dtype, pick_device
 from dimgpt.model.transformer import Transformer
@@ -42,18 +44,15 @@ PROMPT_TOKENS = 16
 NEW_TOKENS = 256
 
 
-def best_cpu_and_wall(fn, repeat: int) -> tuple[float, float]:
-	"""(CPU seconds, wall seconds) of the run with the fewest CPU seconds out of `repeat`.
+def rates(runs: list[dict], tokens: int) -> dict:
+	"""Tokens per CPU-second and per wall second of each repeat, and their median (min-max)."""
+	cpu, wall = [tokens / r["cpu"] for r in runs], [tokens / r["wall"] for r in runs]
+	return {"tokens_per_cpu_s": spread(cpu), "tokens_per_wall_s": spread(wall), "per_repeat_cpu": cpu}
 
-	On a CPU shared with other jobs, wall time mostly measures the neighbours; with one torch thread
-	the CPU time of this process is the work itself.
-	"""
-	runs = []
-	for _ in range(repeat):
-		cpu, wall = time.process_time(), time.perf_counter()
-		fn()
-		runs.append((time.process_time() - cpu, time.perf_counter() - wall))
-	return min(runs)
+
+def ratio(ours: dict, theirs: dict) -> dict:
+	"""Median (min-max) of ours/theirs CPU rates, taken repeat by repeat (both met the same moment)."""
+	return spread([a / b for a, b in zip(ours["per_repeat_cpu"], theirs["per_repeat_cpu"])])
 
 
 def hf_twin(model: Transformer):
@@ -69,7 +68,7 @@ def hf_twin(model: Transformer):
 	return hf.to(model.token_embedding.weight.device, model.token_embedding.weight.dtype).eval()
 
 
-def generation_rates(model: Transformer, hf, device: torch.device, b_tokens: int, repeat: int) -> dict:
+def generation_rates(model: Transformer, hf, device: torch.device, b_tokens: int, repeats: int) -> dict:
 	sampler = Sampler(model)
 	prompt = [
 		2,
@@ -77,24 +76,25 @@ def generation_rates(model: Transformer, hf, device: torch.device, b_tokens: int
 			10, model.config.vocab_size, (PROMPT_TOKENS - 1,), generator=torch.Generator().manual_seed(0)
 		).tolist(),
 	]
-	greedy = SamplingConfig(temperature=0, repetition_penalty=0.0, max_new_tokens=NEW_TOKENS)
-	short = SamplingConfig(temperature=0, repetition_penalty=0.0, max_new_tokens=b_tokens)
 	ids = torch.tensor([prompt], device=device)
+	counts = {"a": NEW_TOKENS, "b": b_tokens, "c": NEW_TOKENS}
 	outputs = {}
 
-	def ours():
+	def ours(n: int = NEW_TOKENS) -> None:
+		greedy = SamplingConfig(temperature=0, repetition_penalty=0.0, max_new_tokens=n)
 		outputs["a"] = sampler.generate_ids([prompt], greedy, stop_ids=())[0]
 
-	def recompute():
+	def recompute(n: int = b_tokens) -> None:
+		short = SamplingConfig(temperature=0, repetition_penalty=0.0, max_new_tokens=n)
 		outputs["b"] = sampler.generate_ids([prompt], short, stop_ids=(), use_cache=False)[0]
 
 	@torch.no_grad()
-	def theirs():
+	def theirs(n: int = NEW_TOKENS) -> None:
 		out = hf.generate(
 			ids,
 			attention_mask=torch.ones_like(ids),
-			max_new_tokens=NEW_TOKENS,
-			min_new_tokens=NEW_TOKENS,
+			max_new_tokens=n,
+			min_new_tokens=n,
 			do_sample=False,
 			pad_token_id=1,
 			eos_token_id=None,
@@ -102,34 +102,26 @@ def generation_rates(model: Transformer, hf, device: torch.device, b_tokens: int
 		)
 		outputs["c"] = out[0, len(prompt) :].tolist()
 
-	timings = {
-		"a": best_cpu_and_wall(ours, repeat),
-		"b": best_cpu_and_wall(recompute, 1 if b_tokens > 64 else repeat),
-		"c": best_cpu_and_wall(theirs, repeat),
-	}
-	counts = {"a": NEW_TOKENS, "b": b_tokens, "c": NEW_TOKENS}
-	rates = {f"{k}_tokens_per_cpu_s": counts[k] / t[0] for k, t in timings.items()}
-	rates |= {f"{k}_tokens_per_wall_s": counts[k] / t[1] for k, t in timings.items()}
+	for warm_up in (ours, recompute, theirs):
+		warm_up(8)  # a short untimed run of each side: first-call allocations and lazy initialisation
+	runs = alternate({"a": ours, "b": recompute, "c": theirs}, repeats, warm_up=False)
+	out = {k: rates(v, counts[k]) for k, v in runs.items()}
+	out["a_over_b"], out["a_over_c"] = ratio(out["a"], out["b"]), ratio(out["a"], out["c"])
 	same_b = outputs["b"] == outputs["a"][:b_tokens]
 	agree = sum(x == y for x, y in zip(outputs["a"], outputs["c"]))
-	return {**rates, "b_new_tokens": b_tokens, "a_equals_b_tokens": same_b, "a_c_same_tokens": agree}
+	return {**out, "repeats": repeats, "b_new_tokens": b_tokens, "a_equals_b_tokens": same_b, "a_c_same_tokens": agree}
 
 
 @torch.no_grad()
-def forward_rates(model: Transformer, hf, device: torch.device, repeat: int) -> dict:
+def forward_rates(model: Transformer, hf, device: torch.device, repeats: int) -> dict:
 	tokens = torch.randint(10, model.config.vocab_size, (8, 512), device=device)
-	ours = best_cpu_and_wall(lambda: model(tokens), repeat)
-	theirs = best_cpu_and_wall(lambda: hf(tokens, use_cache=False).logits, repeat)
-	return {
-		"ours_tokens_per_cpu_s": tokens.numel() / ours[0],
-		"hf_tokens_per_cpu_s": tokens.numel() / theirs[0],
-		"ours_tokens_per_wall_s": tokens.numel() / ours[1],
-		"hf_tokens_per_wall_s": tokens.numel() / theirs[1],
-	}
+	runs = alternate({"ours": lambda: model(tokens), "hf": lambda: hf(tokens, use_cache=False).logits}, repeats)
+	out = {k: rates(v, tokens.numel()) for k, v in runs.items()}
+	return {**out, "ours_over_hf": ratio(out["ours"], out["hf"]), "repeats": repeats}
 
 
-def gqa_choice(config: ModelConfig) -> dict:
-	"""SDPA at the forward's shape: keys repeated per query head vs `enable_gqa=True`."""
+def gqa_choice(config: ModelConfig) -> dict[str, list[float]]:
+	"""SDPA at the forward's shape: keys repeated per query head vs `enable_gqa=True` (wall ms, 5 repeats)."""
 	B, T, H, Hkv, D = 8, 512, config.n_heads, config.n_kv_heads, config.head_dim
 	q, k, v = torch.randn(B, H, T, D), torch.randn(B, Hkv, T, D), torch.randn(B, Hkv, T, D)
 	positions = torch.arange(T)
@@ -143,7 +135,8 @@ def gqa_choice(config: ModelConfig) -> dict:
 	def enable_gqa():
 		F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
-	return {"repeat_interleave_ms": best_of(repeated, 3) * 1e3, "enable_gqa_ms": best_of(enable_gqa, 3) * 1e3}
+	runs = alternate({"repeat_interleave": repeated, "enable_gqa": enable_gqa}, 5)
+	return {f"{k}_ms": [r["wall"] * 1e3 for r in v] for k, v in runs.items()}
 
 
 def memory_child(preset: str, new_tokens: int) -> None:
@@ -187,6 +180,9 @@ def main() -> None:
 	parser.add_argument("--quick", action="store_true", help="tiny preset only")
 	parser.add_argument("--memory-only", action="store_true", help="only the memory runs")
 	parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+	parser.add_argument(
+		"--repeats", type=int, default=5, help="alternating repeats per model (default 5; 3 for 0.2b on a CPU)"
+	)
 	parser.add_argument("--memory-child", nargs=2, metavar=("PRESET", "TOKENS"), help=argparse.SUPPRESS)
 	args = parser.parse_args()
 	if args.threads:
@@ -206,6 +202,7 @@ def main() -> None:
 		if args.memory_only:
 			for n in (512, 4096) if name == "tiny" else (256, 1024):
 				m = memory_run(name, n)
+				results.setdefault(name, {})[f"memory_{n}"] = m
 				mem_rows.append([name, n, m["growth_mb"], m["cache_mb"], n / m["seconds"]])
 			continue
 		torch.manual_seed(0)
@@ -213,16 +210,40 @@ def main() -> None:
 		hf = hf_twin(model)
 		big = name != "tiny" and device.type == "cpu"
 		b_tokens = 64 if big else NEW_TOKENS
-		gen = generation_rates(model, hf, device, b_tokens, repeat=2 if big else 3)
-		fwd = forward_rates(model, hf, device, repeat=2 if big else 3)
+		repeats = min(args.repeats, 3) if big else args.repeats
+		gen = generation_rates(model, hf, device, b_tokens, repeats)
+		fwd = forward_rates(model, hf, device, repeats)
 		results[name] = {"generation": gen, "forward": fwd}
-		a, b, c = (gen[f"{k}_tokens_per_cpu_s"] for k in "abc")
-		wall = " / ".join(f"{gen[f'{k}_tokens_per_wall_s']:.3g}" for k in "abc")
+		wall = " / ".join(f"{gen[k]['tokens_per_wall_s']['median']:.3g}" for k in "abc")
 		same = f"{gen['a_equals_b_tokens']} / {gen['a_c_same_tokens']}/{NEW_TOKENS}"
-		gen_rows.append([name, a, f"{b:.3g} ({b_tokens} tok)", c, f"{a / b:.1f}x", f"{a / c:.2f}x", wall, same])
-		ours, theirs = fwd["ours_tokens_per_cpu_s"], fwd["hf_tokens_per_cpu_s"]
-		wall = f"{fwd['ours_tokens_per_wall_s']:.3g} / {fwd['hf_tokens_per_wall_s']:.3g}"
-		fwd_rows.append([name, ours, theirs, f"{ours / theirs:.2f}x", wall])
+		a, b, c = (gen[k]["per_repeat_cpu"] for k in "abc")
+		a_b = [x / y for x, y in zip(a, b)]
+		a_c = [x / y for x, y in zip(a, c)]
+		gen_rows.append(
+			[
+				name,
+				repeats,
+				spread_text(a),
+				f"{spread_text(b)} ({b_tokens} tok)",
+				spread_text(c),
+				spread_text(a_b, "x"),
+				spread_text(a_c, "x"),
+				wall,
+				same,
+			]
+		)
+		ours, theirs = fwd["ours"]["per_repeat_cpu"], fwd["hf"]["per_repeat_cpu"]
+		wall = f"{fwd['ours']['tokens_per_wall_s']['median']:.3g} / {fwd['hf']['tokens_per_wall_s']['median']:.3g}"
+		fwd_rows.append(
+			[
+				name,
+				repeats,
+				spread_text(ours),
+				spread_text(theirs),
+				spread_text([x / y for x, y in zip(ours, theirs)], "x"),
+				wall,
+			]
+		)
 		del model, hf
 		if device.type == "cpu":
 			short, long = (512, 4096) if name == "tiny" else (256, 1024)
@@ -237,26 +258,28 @@ def main() -> None:
 			["model", "new tokens", "RSS growth MB", "KV cache MB", "tokens/s"],
 			mem_rows,
 		)
+		write_results("generation", results)
 		return
 	threads = torch.get_num_threads()
 	print_table(
 		f"Generation, batch 1, {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, greedy "
-		f"({device}, {dtype}, {threads} thread(s)), tokens per CPU-second",
+		f"({device}, {dtype}, {threads} thread(s)), tokens per CPU-second, median (min-max) over repeats",
 		[
 			"model",
+			"repeats",
 			"(a) ours",
 			"(b) recompute",
 			"(c) HF Mistral",
 			"a/b",
 			"a/c",
-			"wall tok/s a / b / c",
+			"wall tok/s a / b / c (medians)",
 			"same a=b / a~c",
 		],
 		gen_rows,
 	)
 	print_table(
-		"Forward, batch 8 x 512 tokens, tokens per CPU-second",
-		["model", "ours", "HF Mistral", "ours/HF", "wall tok/s ours / HF"],
+		"Forward, batch 8 x 512 tokens, tokens per CPU-second, median (min-max) over repeats",
+		["model", "repeats", "ours", "HF Mistral", "ours/HF", "wall tok/s ours / HF (medians)"],
 		fwd_rows,
 	)
 	if mem_rows:
@@ -266,11 +289,11 @@ def main() -> None:
 			mem_rows,
 		)
 	gqa = gqa_choice(get_preset(presets[-1]).model)
-	results["gqa_sdpa"] = gqa
+	results["gqa_sdpa"] = {k: spread(v) for k, v in gqa.items()}
 	print_table(
-		f"SDPA with a window mask, batch 8 x 512, {presets[-1]} heads: GQA strategy",
+		f"SDPA with a window mask, batch 8 x 512, {presets[-1]} heads: GQA strategy, wall ms, median (min-max) of 5",
 		["repeat_interleave ms", "enable_gqa ms"],
-		[[gqa["repeat_interleave_ms"], gqa["enable_gqa_ms"]]],
+		[[spread_text(gqa["repeat_interleave_ms"]), spread_text(gqa["enable_gqa_ms"])]],
 	)
 	write_results("generation", results)
 

@@ -3,7 +3,9 @@
 `python -m bench.training` : training tokens/s (forward + backward + clipping + AdamW) of our trainer
 step vs Hugging Face `MistralForCausalLM` with the equivalent config (same batch, context, precision,
 optimizer), for the `tiny` preset and a 4-layer slice of `dimensiongpt-0.2b`, each measured in its
-own process for its peak RSS, and both in one process alternating step by step for tokens/s.
+own process for its peak RSS, and both in one process alternating step by step (the order reversed
+every other step) for tokens/s: median (min-max) over `--steps` steps, the ratio taken step pair by
+step pair.
 
 `python -m bench.training --learning 600` : the `tiny` preset trained for 600 s on ../shared/data/corpus_fr;
 final validation loss, bits per character, and the loss curve copied to resources/.
@@ -26,7 +28,16 @@ from pathlib import Path
 
 import torch
 
-from bench.common import SHARED_DATA, mistral_config, peak_rss_mb, print_table, write_results
+from bench.common import (
+	SHARED_DATA,
+	alternate,
+	mistral_config,
+	peak_rss_mb,
+	print_table,
+	spread,
+	spread_text,
+	write_results,
+)
 from dimgpt.config import ModelConfig
 from dimgpt.presets import get_preset
 
@@ -93,7 +104,7 @@ def mistral_step(config: ModelConfig, batch_size: int, device: torch.device):
 
 def worker(which: str, case: str, steps: int, threads: int) -> None:
 	"""Measure in this process and print a JSON line: one model (its peak RSS), or `both`
-	alternating step by step, so that both meet the same machine noise (tokens/s, best step)."""
+	alternating step by step, so that both meet the same machine noise (tokens/s of every step)."""
 	import tempfile
 
 	torch.set_num_threads(threads)
@@ -105,17 +116,9 @@ def worker(which: str, case: str, steps: int, threads: int) -> None:
 			"ours": lambda: ours_step(config, batch_size, Path(work), device),
 			"mistral": lambda: mistral_step(config, batch_size, device),
 		}
-		step = {name: make[name]() for name in names}
-		times: dict[str, list[float]] = {name: [] for name in names}
-		for name in names:
-			step[name]()  # warm-up
-		for _ in range(steps):
-			for name in names:
-				start = time.perf_counter()
-				step[name]()
-				times[name].append(time.perf_counter() - start)
+		runs = alternate({name: make[name]() for name in names}, steps)  # one warm-up step each first
 	tokens = batch_size * config.context_length
-	out = {name: tokens / min(t) for name, t in times.items()}
+	out = {name: [tokens / r["wall"] for r in times] for name, times in runs.items()}
 	print(json.dumps({"tokens_per_second": out, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -140,29 +143,33 @@ def throughput(steps: int, threads: int, cases: list[str]) -> dict:
 	rows, results = [], {}
 	for case in cases:
 		config, batch_size = CASES[case]
-		speed = run_worker("both", case, steps, threads)["tokens_per_second"]
+		per_step = run_worker("both", case, steps, threads)["tokens_per_second"]
 		rss = {which: run_worker(which, case, 1, threads)["peak_rss_mb"] for which in ("ours", "mistral")}
-		ratio = speed["ours"] / speed["mistral"]
+		ratios = [a / b for a, b in zip(per_step["ours"], per_step["mistral"])]
+		speed = {name: spread(values) for name, values in per_step.items()}
 		results[case] = {
 			"batch": batch_size,
 			"context": config.context_length,
+			"steps": steps,
 			"tokens_per_second": speed,
+			"tokens_per_second_per_step": per_step,
 			"peak_rss_mb": rss,
-			"ratio": ratio,
+			"ratio": spread(ratios),
 		}
 		rows.append(
 			[
 				case,
 				f"{batch_size}x{config.context_length}",
-				speed["ours"],
-				speed["mistral"],
-				f"{ratio:.2f}x",
+				spread_text(per_step["ours"]),
+				spread_text(per_step["mistral"]),
+				spread_text(ratios, "x"),
 				rss["ours"],
 				rss["mistral"],
 			]
 		)
 	print_table(
-		f"training tokens/s on CPU, fp32, {threads} thread(s), fwd+bwd+clip+AdamW, best of {steps} alternating steps",
+		f"training tokens/s on CPU, fp32, {threads} thread(s), fwd+bwd+clip+AdamW, wall time, "
+		f"median (min-max) of {steps} alternating steps",
 		["model", "batch", "ours tok/s", "Mistral tok/s", "ours/Mistral", "ours RSS MB", "Mistral RSS MB"],
 		rows,
 	)
@@ -267,7 +274,7 @@ def gpu(batch_size: int = 16, steps: int = 10) -> dict:
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("--worker", nargs=2, metavar=("WHICH", "CASE"), help=argparse.SUPPRESS)
-	parser.add_argument("--steps", type=int, default=5, help="alternating steps measured per model")
+	parser.add_argument("--steps", type=int, default=7, help="alternating steps measured per model")
 	parser.add_argument("--threads", type=int, default=torch.get_num_threads())
 	parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="models to measure")
 	parser.add_argument("--learning", type=float, metavar="SECONDS", help="run the learning check for SECONDS")
