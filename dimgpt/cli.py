@@ -348,10 +348,7 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 	p = sub.add_parser(
 		"evaluate", help="score a model on text (bits per byte, loss, accuracy) or on lm-evaluation-harness tasks"
 	)
-	p.add_argument(
-		"--model", required=True, help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt"
-	)
-	p.add_argument("--vocab", help="the model's vocab.txt (default: next to the model or in its run directory)")
+	_add_model_arguments(p, required=True)
 	what = p.add_mutually_exclusive_group(required=True)
 	what.add_argument(
 		"--text", nargs="+", metavar="FILE", help="txt / jsonl / parquet files ([NAME=]PATH, globs), one row each"
@@ -366,7 +363,6 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--batch-size", type=int, help="windows per forward pass (default: by the logits' memory)")
 	p.add_argument("--num-fewshot", type=int, help="--tasks: examples in each prompt (default: the task's)")
 	p.add_argument("--limit", type=float, help="--tasks: score only this many examples per task (or this fraction)")
-	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
 	p.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
 	p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -378,13 +374,14 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 	p.set_defaults(handler=handler)
 
 
-def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-	"""--model, --vocab and --device: the weights to load and where (generate, chat, serve)."""
-	p.add_argument(
-		"--model",
-		default="models/DimensionGPT-0.2B-Chat.pt",
-		help="run directory, checkpoint directory, .safetensors file or DimensionGPT .pt (default: %(default)s)",
-	)
+def _add_model_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
+	"""--model, --vocab and --device: the weights to load and where (generate, chat, serve, evaluate).
+	`required`: no default model (evaluate scores the model it is given, never the released one by chance)."""
+	weights = "run directory, checkpoint directory, .safetensors file or DimensionGPT .pt"
+	if required:
+		p.add_argument("--model", required=True, help=weights)
+	else:
+		p.add_argument("--model", default="models/DimensionGPT-0.2B-Chat.pt", help=f"{weights} (default: %(default)s)")
 	p.add_argument("--vocab", help="vocab.txt (default: next to the model, in its run directory, or data/vocab.txt)")
 	p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
 

@@ -24,7 +24,22 @@ from dimgpt.config import ModelConfig
 from dimgpt.model.attention import decode_attention
 
 
-class KVCache:
+class _Buffers:
+	"""The buffers both caches share: per layer, zeroed keys and values of `rows` sequences x `size` slots."""
+
+	def __init__(
+		self, config: ModelConfig, rows: int, size: int, device: torch.device | str, dtype: torch.dtype
+	) -> None:
+		self.window, self.size = config.window, size
+		shape = (rows, config.n_kv_heads, size, config.head_dim)
+		self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+		self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+
+	def memory_bytes(self) -> int:
+		return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class KVCache(_Buffers):
 	def __init__(
 		self,
 		config: ModelConfig,
@@ -34,11 +49,8 @@ class KVCache:
 		max_tokens: int | None = None,
 	) -> None:
 		"""`max_tokens` (prompt + generation), when known, shrinks the buffers below `window + 1`."""
-		self.window = config.window
-		self.size = config.window + 1 if max_tokens is None else min(config.window + 1, max_tokens)
-		shape = (batch_size, config.n_kv_heads, self.size, config.head_dim)
-		self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-		self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+		size = config.window + 1 if max_tokens is None else min(config.window + 1, max_tokens)
+		super().__init__(config, batch_size, size, device, dtype)
 		self.slot_positions = torch.full((self.size,), -1, dtype=torch.long, device=device)  # -1: empty
 		self.slot_real = torch.ones(batch_size, self.size, dtype=torch.bool, device=device)
 		self.position = 0  # tokens seen so far
@@ -108,11 +120,8 @@ class KVCache:
 		self.position += T
 		self._step = None
 
-	def memory_bytes(self) -> int:
-		return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-
-class RowCache:
+class RowCache(_Buffers):
 	"""Decoding cache of independent sequences, one per row, for continuous batching.
 
 	Each row holds its own sequence at its own positions (the positions it would have alone), in
@@ -132,11 +141,7 @@ class RowCache:
 		device: torch.device | str = "cpu",
 		dtype: torch.dtype = torch.float32,
 	) -> None:
-		self.window = config.window
-		self.size = config.window + 1
-		shape = (capacity, config.n_kv_heads, self.size, config.head_dim)
-		self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-		self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+		super().__init__(config, capacity, config.window + 1, device, dtype)
 		self.slot_positions = torch.full((capacity, self.size), -1, dtype=torch.long, device=device)
 		self.positions: list[int] = []  # tokens seen by each row in use (kept on the host: no sync per step)
 		self._step: tuple | None = None
@@ -222,6 +227,3 @@ class RowCache:
 	def end(self) -> None:
 		self.positions = [p + 1 for p in self.positions]
 		self._step = None
-
-	def memory_bytes(self) -> int:
-		return sum(t.numel() * t.element_size() for t in self.keys + self.values)
