@@ -14,7 +14,7 @@ BENCH ?=
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt || { echo "make: installing requirements.txt failed. If pip could not build pybloomfilter3 (no wheel: built from source), install a C compiler and Python's headers (Debian/Ubuntu: sudo apt install gcc python3-dev) and run make again" >&2; exit 1; }
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-optional.txt

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter
-
 from dimgpt.training.metrics import read_metrics
 
 
 def _plot(records: list[dict], key: str, label: str, path: Path) -> Path:
+	# matplotlib is imported here, not with the module: it costs ~0.6 s and every command that trains imports this
+	from matplotlib.backends.backend_agg import FigureCanvasAgg
+	from matplotlib.figure import Figure
+	from matplotlib.ticker import EngFormatter
+
 	train = [r for r in records if key in r]
 	val = [r for r in records if f"val_{key}" in r]
 	figure = Figure(figsize=(8, 4.5), dpi=100)
