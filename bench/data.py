@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.common import SHARED_DATA, print_table, skip, write_results
+from bench.common import SHARED_DATA, print_table, skip, spread_text, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE_TOKENS = 52e9  # the DimensionGPT release's corpus
@@ -310,11 +310,6 @@ def loader_tokens_per_second(out: Path, batch_size: int, context: int, prefetch:
 	return n * batch_size * context / elapsed
 
 
-def spread(values: list[float]) -> str:
-	"""median (min-max)."""
-	return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
-
-
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("--vocab", type=int, default=32_000)
@@ -361,22 +356,24 @@ def main() -> None:
 		rows.append(
 			[
 				label,
-				spread([i["wall_s"] for i in items]),
-				spread(walls),
-				spread([megabytes / w for w in walls]),
-				spread([i["peak_mb"]["main_rss"] for i in items]),
-				spread([i["peak_mb"]["tree_pss"] for i in items]),
-				spread([i["load_average"] for i in items]),
+				spread_text([i["wall_s"] for i in items]),
+				spread_text(walls),
+				spread_text([megabytes / w for w in walls]),
+				spread_text([i["peak_mb"]["main_rss"] for i in items]),
+				spread_text([i["peak_mb"]["tree_pss"] for i in items]),
+				spread_text([i["load_average"] for i in items]),
 			]
 		)
 		for stage in ("read", "filter", "sign", "encode"):
 			rates = [i["work"]["bytes"] / 1e6 / max(i["work"][f"{stage}_s"], 1e-9) for i in items]
 			stage_rows.append(
-				[label, f"worker: {stage}", spread(rates), spread([i["work"][f"{stage}_s"] for i in items])]
+				[label, f"worker: {stage}", spread_text(rates), spread_text([i["work"][f"{stage}_s"] for i in items])]
 			)
 		for stage in ("dedup", "writing", "waiting"):
 			secs = [i["times"][stage] for i in items]
-			stage_rows.append([label, f"main: {stage}", spread([megabytes / max(s, 1e-9) for s in secs]), spread(secs)])
+			stage_rows.append(
+				[label, f"main: {stage}", spread_text([megabytes / max(s, 1e-9) for s in secs]), spread_text(secs)]
+			)
 	one = [i["times"]["encode_wall"] for i in runs["1 core, 1 worker"]]
 	two = [i["times"]["encode_wall"] for i in runs["2 cores, 2 workers"]]
 	pairs = [a / b for a, b in zip(one, two)]
@@ -384,7 +381,7 @@ def main() -> None:
 	print_table(
 		f"(b) create-data's encoding job on corpus_fr ({megabytes:.1f} MB of UTF-8 read, vocab given), "
 		f"median (min-max) of {args.repeat}: whole job 1 core / 2 cores = {ratio:.2f}x (target >= 1.7x; "
-		f"per alternated pair {spread(pairs)})",
+		f"per alternated pair {spread_text(pairs)})",
 		["setting", "process wall s", "job wall s", "MB/s", "main RSS MB", "job PSS MB", "load avg"],
 		rows,
 	)

@@ -28,7 +28,7 @@ from types import ModuleType
 
 import numpy as np
 
-from bench.common import SHARED_DATA, print_table, skip, write_results
+from bench.common import SHARED_DATA, print_table, skip, spread_text, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "2306373"  # main just before quality.py's shared split (its filters and signatures are the same)
@@ -87,10 +87,6 @@ def run(module: ModuleType, texts: list[str], shared: bool) -> tuple[dict[str, f
 	return seconds, decisions, signatures
 
 
-def spread(values: list[float]) -> str:
-	return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
-
-
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("--repeat", type=int, default=3, help="runs of each side, alternated")
@@ -133,7 +129,7 @@ def main() -> None:
 			secs = [s["filter"] + s["sign"] if stage == "total" else s[stage] for s in times[name]]
 			rates = [megabytes / s for s in secs]
 			per_gb = [s / (megabytes / 1e3) for s in secs]
-			rows.append([name, stage, spread(rates), spread(per_gb)])
+			rows.append([name, stage, spread_text(rates), spread_text(per_gb)])
 			stages[stage] = {"seconds": secs, "mb_per_s_median": statistics.median(rates), "cpu_s_per_gb": per_gb}
 		results["sides"][name] = stages
 	if before is not None:
@@ -143,7 +139,7 @@ def main() -> None:
 				/ (a["filter"] + a["sign"] if stage == "total" else a[stage])
 				for b, a in zip(times["before"], times["after"])
 			]
-			rows.append(["before/after", stage, spread(ratio), ""])
+			rows.append(["before/after", stage, spread_text(ratio), ""])
 			results[f"speedup_{stage}"] = ratio
 	results["load_end"] = os.getloadavg()[0]
 	print_table(
