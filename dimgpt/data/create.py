@@ -374,12 +374,11 @@ def _cores(config: DataConfig) -> int:
 	)
 
 
-def _pool(config: DataConfig, tokenizer: Tokenizer, cache_dir: str | Path | None) -> tuple[Any, int]:
-	cores = _cores(config)
+def _pool(config: DataConfig, tokenizer: Tokenizer, cache_dir: str | Path | None, cores: int) -> Any:
 	method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 	trie = tokenizer._compiled_trie() if tokenizer.compiled else None
 	args = (config, tokenizer.vocab, trie, cache_dir)
-	return mp.get_context(method).Pool(cores, initializer=_init_worker, initargs=args), cores
+	return mp.get_context(method).Pool(cores, initializer=_init_worker, initargs=args)
 
 
 # --- 3. encoding: the main process ----------------------------------------------------------------
@@ -667,7 +666,7 @@ def _encode(
 		if not runs:
 			return manifests, {**work, "dedup_documents": dedup.seen}
 		dtype = token_dtype(tokenizer.vocab_size).name
-		pool, cores = _pool(config, tokenizer, cache_dir)
+		pool = _pool(config, tokenizer, cache_dir, cores)
 		work["workers"] = cores
 		bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, disable=not progress)
 		pending: deque = deque()

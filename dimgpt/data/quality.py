@@ -24,7 +24,7 @@ where each drops at most a few documents (bench/data.py prints the counts):
   removed, so that kept text is exactly the source's).
 
 Near-duplicates (`minhash`): the document's lowercased word 5-grams, hashed, into a datasketch MinHash;
-`create` finds earlier documents sharing an LSH band with datasketch's MinHashLSH.
+`create` drops a document sharing an LSH band with an earlier one (`dedup`: datasketch's MinHashLSHBloom).
 
 Both take a text or a `Document`: the text split once into words for every rule and the shingles (create-data's
 workers make one per record); what is costly per word is done once per distinct word, and the n-gram rules

@@ -148,10 +148,9 @@ class Engine:
 				with torch.inference_mode():
 					if admitted:
 						self._start(admitted)
-						self._drop_finished()
-						if self._waiting and len(self.rows) < self.max_batch:
-							continue  # requests that came during this prefill start before the next step
 					self._drop_finished()
+					if admitted and self._waiting and len(self.rows) < self.max_batch:
+						continue  # requests that came during this prefill start before the next step
 					if self.rows:
 						self._step()
 					self._drop_finished()
