@@ -89,6 +89,11 @@ def encode_run(vocab_dir: Path, out: Path, cores: list[int], args: argparse.Name
 	return {"wall_s": wall, "peak_mb": peak, "load_average": load, "times": summary["times"], "work": summary["work"]}
 
 
+def worker_cpu(run: dict) -> float:
+	"""The workers' CPU seconds in one encoding run (every stage)."""
+	return sum(run["work"][f"{stage}_s"] for stage in ("read", "filter", "sign", "encode"))
+
+
 def dedup_index_cost(settings, documents: int, capacity: int, processes: int) -> dict[str, float]:
 	"""Wall seconds per document of the create-data index (Deduplicator.check on pieces of 500 random
 	signatures: no band shared, every document inserted), its filters sized for `capacity` documents."""
@@ -361,6 +366,8 @@ def main() -> None:
 				spread_text([megabytes / w for w in walls]),
 				spread_text([i["peak_mb"]["main_rss"] for i in items]),
 				spread_text([i["peak_mb"]["tree_pss"] for i in items]),
+				spread_text([i["work"]["start_s"] for i in items]),
+				spread_text([worker_cpu(i) / i["work"]["worker_span_s"] for i in items]),
 				spread_text([i["load_average"] for i in items]),
 			]
 		)
@@ -378,11 +385,29 @@ def main() -> None:
 	two = [i["times"]["encode_wall"] for i in runs["2 cores, 2 workers"]]
 	pairs = [a / b for a, b in zip(one, two)]
 	ratio = statistics.median(one) / statistics.median(two)
+	# the same after the start-up (a fixed cost, whatever the corpus size)
+	after = [
+		[i["times"]["encode_wall"] - i["work"]["start_s"] for i in runs[label]]
+		for label in ("1 core, 1 worker", "2 cores, 2 workers")
+	]
+	after_pairs = [a / b for a, b in zip(*after)]
 	print_table(
 		f"(b) create-data's encoding job on corpus_fr ({megabytes:.1f} MB of UTF-8 read, vocab given), "
 		f"median (min-max) of {args.repeat}: whole job 1 core / 2 cores = {ratio:.2f}x (target >= 1.7x; "
-		f"per alternated pair {spread_text(pairs)})",
-		["setting", "process wall s", "job wall s", "MB/s", "main RSS MB", "job PSS MB", "load avg"],
+		f"per alternated pair {spread_text(pairs)}); after the start-up {spread_text(after_pairs)}. Start-up: "
+		"from the job's start to the workers' start (trie, kernel, forks); workers' use of their cores: their "
+		"CPU seconds / the sum of their spans (first piece's start to last piece's end)",
+		[
+			"setting",
+			"process wall s",
+			"job wall s",
+			"MB/s",
+			"main RSS MB",
+			"job PSS MB",
+			"start-up s",
+			"workers' use",
+			"load avg",
+		],
 		rows,
 	)
 	print_table(
@@ -401,7 +426,13 @@ def main() -> None:
 		+ ", ".join(f"{k} {v:,.0f}" for k, v in per_gb.items())
 		+ f"; filters + dedup: {per_gb['filter'] + per_gb['sign'] + per_gb['dedup (main)']:,.0f} s/GB"
 	)
-	results["encode"] = {"megabytes": megabytes, "runs": runs, "ratio_1_over_2": ratio, "pair_ratios": pairs}
+	results["encode"] = {
+		"megabytes": megabytes,
+		"runs": runs,
+		"ratio_1_over_2": ratio,
+		"pair_ratios": pairs,
+		"pair_ratios_after_start_up": after_pairs,
+	}
 	results["cost_per_gb_cpu_s"] = per_gb
 
 	# (c) the dedup index
@@ -470,16 +501,11 @@ def main() -> None:
 
 	# (d) projections
 	release_bytes = RELEASE_TOKENS * bytes_per_token
-	cpu_per_byte = statistics.median(
-		[sum(i["work"][f"{s}_s"] for s in ("read", "filter", "sign", "encode")) / i["work"]["bytes"] for i in work]
-	)
-	# parallel efficiency at 2 workers: the workers' CPU time shared over 2 cores, against the wall time
-	efficiency = statistics.median(
-		[
-			sum(i["work"][f"{s}_s"] for s in ("read", "filter", "sign", "encode")) / 2 / i["times"]["encode_wall"]
-			for i in work
-		]
-	)
+	cpu_per_byte = statistics.median([worker_cpu(i) / i["work"]["bytes"] for i in work])
+	# parallel efficiency at 2 workers while they run: their CPU seconds over their spans (the start-up, a
+	# fixed cost of seconds, is not part of it: it is added whole below)
+	efficiency = statistics.median([worker_cpu(i) / i["work"]["worker_span_s"] for i in work])
+	start_up = statistics.median([i["wall_s"] - i["times"]["encode_wall"] + i["work"]["start_s"] for i in work])
 	# the main process: its own work on each document (take_cost: exact filter, split, shard writing, at the
 	# release's 1,000 tokens a document), and its wait on the busiest index process (measured above at 52M)
 	take = take_cost(vocab_dir / "vocab.txt", args.dedup_documents // 4, TOKENS_PER_DOCUMENT)
@@ -496,8 +522,8 @@ def main() -> None:
 		main_hours = documents * per_doc / machines / 3600
 		# the workers' CPU, plus the index processes' (every band of every document), over the cores
 		cpu = release_bytes * cpu_per_byte + documents * near_per_doc
-		ideal = cpu / workers / 3600
-		measured = ideal / min(efficiency, 1.0)
+		ideal = cpu / workers / 3600 + start_up / 3600
+		measured = (ideal - start_up / 3600) / min(efficiency, 1.0) + start_up / 3600
 		projections[machines] = {
 			"index_processes": processes,
 			"main_s_per_document": per_doc,
@@ -511,7 +537,8 @@ def main() -> None:
 		f"(d) projected hours for 52B tokens from local files ({release_bytes / 1e9:,.0f} GB of UTF-8 at the measured "
 		f"{bytes_per_token:.2f} bytes a token, {documents / 1e6:.0f}M documents; {cpu_per_byte * 1e9:,.0f} CPU s per GB "
 		f"in the workers, plus the index processes' {1e6 * near_per_doc:.0f} us a document; parallel efficiency "
-		f"{efficiency:.2f} measured at 2 workers (workers' CPU seconds / 2 / wall), or 1; the main process beside "
+		f"{efficiency:.2f} measured at 2 workers (their CPU seconds / their spans), or 1; plus the start-up "
+		f"({start_up:.1f} s: process start to the workers' start, once a machine); the main process beside "
 		f"them: {1e6 * take_per_doc:.0f} CPU us of its own work a document (exact filter, split, shards: "
 		f"{take['documents']:,} synthetic documents of {TOKENS_PER_DOCUMENT:,} tokens) + its wait on the busiest "
 		"index process (its share of the bands x (c)'s 1-process figure); target <= 1 h on one machine)",
@@ -543,6 +570,7 @@ def main() -> None:
 		"bytes_per_token": bytes_per_token,
 		"cpu_s_per_byte": cpu_per_byte,
 		"efficiency_2_workers": efficiency,
+		"start_up_s": start_up,
 		"main_exact_s_per_document": exact_per_doc,
 		"index_near_s_per_document_one_process": near_per_doc,
 		"main_take": take,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import regex
 import tokenizers
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,6 +121,23 @@ def test_oracle_on_generated_text(
 		assert tokenizer.encode(text, clean=clean_text, control=control) == expected
 		batch = tokenizer.encode_batch([text, text[::-1]], clean=clean_text, control=control, workers=1)
 		assert batch[0].tolist() == expected and batch[0].dtype == np.int32
+
+
+def test_character_classes_of_every_code_point() -> None:
+	"""The kernel's class table, built in one regex pass, against each code point matched alone."""
+	classes = greedy_kernel.character_classes()
+	letter = regex.compile(r"\p{L}")
+	expected = np.array(
+		[greedy_kernel.LETTER if letter.fullmatch(chr(c)) else greedy_kernel.OTHER for c in range(0x110000)]
+	)
+	expected[[ord(c) for c in "0123456789"]] = greedy_kernel.DIGIT
+	expected[[ord(" "), ord("\t"), ord("\n")]] = [
+		greedy_kernel.SPACE,
+		greedy_kernel.TAB_CLASS,
+		greedy_kernel.NEW_LINE_CLASS,
+	]
+	assert np.array_equal(classes, expected)
+	assert (classes == greedy_kernel.LETTER).sum() > 100_000  # letters of every script, not only Latin ones
 
 
 def test_long_words_and_space_runs(holey_tokenizer: Tokenizer, embedded_tokenizer: Tokenizer) -> None:

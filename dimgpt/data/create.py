@@ -306,6 +306,7 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 
 	Stage times are this process's CPU seconds: what each stage costs, whatever else runs on the machine."""
 	source_index, piece, skip, dtype = job
+	began = time.monotonic()  # system-wide on Linux: the main process compares the workers' spans
 	config: DataConfig = _WORKER["config"]
 	tokenizer: Tokenizer = _WORKER["tokenizer"]
 	source = config.sources[source_index]
@@ -364,6 +365,7 @@ def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 		"examples": examples,
 		"seconds": seconds,
 		"bytes": sum(len(t.encode("utf-8")) for t in texts),
+		"span": (os.getpid(), began, time.monotonic()),
 	}
 
 
@@ -626,6 +628,7 @@ def _encode(
 	timer: _Timer,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
 	"""Every source through the workers, in order; (source manifests, work done per stage)."""
+	encode_start = time.perf_counter()
 	listed_all = [pieces(source, config.piece_bytes, cache_dir=cache_dir) for source in config.sources]
 	sizes = [sum(listed[k].size for k in _my_pieces(listed, shard)) for listed in listed_all]
 	cores = _cores(config)
@@ -663,11 +666,17 @@ def _encode(
 					total_bytes += listed[k].size
 					last[index] = k
 		work = {"bytes": 0, "workers": 0, **{f"{s}_s": 0.0 for s in WORKER_STAGES}, "dedup_capacity": capacity}
+		work |= {"start_s": 0.0, "worker_span_s": 0.0}
 		if not runs:
 			return manifests, {**work, "dedup_documents": dedup.seen}
 		dtype = token_dtype(tokenizer.vocab_size).name
 		pool = _pool(config, tokenizer, cache_dir, cores)
 		work["workers"] = cores
+		# Start-up (a fixed cost: imports, the tokenizer's trie and kernel, forking), then each worker's span from
+		# its first piece's start to its last one's end: the workers' CPU seconds over their spans is how well
+		# they use their cores while they run, whatever the start-up and the corpus size.
+		work["start_s"] = time.perf_counter() - encode_start
+		spans: dict[int, list[float]] = {}
 		bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, disable=not progress)
 		pending: deque = deque()
 		stopped: set[int] = set()  # sources whose max_chars was reached
@@ -689,6 +698,9 @@ def _encode(
 					bar.set_description(f"encode {source.name}")
 					current = source.name
 				work["bytes"] += result["bytes"]
+				pid, began, ended = result["span"]
+				span = spans.setdefault(pid, [began, ended])
+				span[0], span[1] = min(span[0], began), max(span[1], ended)
 				for stage, seconds in result["seconds"].items():
 					work[f"{stage}_s"] += seconds
 				bar.update(piece.size)
@@ -706,6 +718,7 @@ def _encode(
 							f"{dict((r, run.counts[r]) for r in quality.RULES if run.counts[r])}): check its path and "
 							"text column, or its `filter` switch"
 						)
+			work["worker_span_s"] = sum(b - a for a, b in spans.values())
 			for name, run in runs.items():  # a slice with no piece of a source (more parts than pieces)
 				if name not in manifests:
 					manifests[name] = run.finish()

@@ -44,7 +44,9 @@ def character_classes() -> np.ndarray:
 	global _classes
 	if _classes is None:
 		classes = np.full(0x110000, OTHER, dtype=np.uint8)
-		every = "".join(map(chr, range(0x110000)))
+		# Every code point in order (lone surrogates included) as one string: decoded from UTF-32 in C, ten
+		# times faster than joining 1.1M chr() (this runs in create-data's start-up, before the workers fork).
+		every = np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
 		for m in regex.finditer(r"\p{L}+", every):  # the same letter class as WORD_PATTERN
 			classes[m.start() : m.end()] = LETTER
 		classes[ord("0") : ord("9") + 1] = DIGIT
@@ -68,12 +70,30 @@ class Trie:
 	def __init__(self, ids: dict[str, int]) -> None:
 		alphabet = sorted({c for token in ids for c in token})
 		index = {c: i + 1 for i, c in enumerate(alphabet)}
-		# A node per distinct token prefix (0: the root), built with sorts rather than a Python walk.
-		prefixes = sorted({token[:k] for token in ids for k in range(1, len(token) + 1)})
-		node = {prefix: i + 1 for i, prefix in enumerate(prefixes)}
-		n = len(prefixes) + 1
-		parent = np.array([node.get(p[:-1], 0) for p in prefixes], dtype=np.int32)
-		char = np.array([index[p[-1]] for p in prefixes], dtype=np.int32)
+		# A node per distinct token prefix (0: the root), numbered in sorted order. In the sorted tokens, the
+		# prefixes a token adds are those longer than what it shares with the token before it, and they come
+		# out in sorted order: one pass, no set or sort of all the prefixes.
+		tokens = sorted(ids)
+		node: dict[str, int] = {}
+		parents: list[int] = []
+		chars: list[str] = []
+		path = [0] * (max(map(len, tokens), default=0) + 1)  # path[k]: the node of the current token's first k characters
+		previous = ""
+		for token in tokens:
+			shared = 0
+			for a, b in zip(previous, token):
+				if a != b:
+					break
+				shared += 1
+			for k in range(shared + 1, len(token) + 1):
+				parents.append(path[k - 1])
+				chars.append(token[k - 1])
+				path[k] = len(parents)
+			node[token] = path[len(token)]
+			previous = token
+		n = len(parents) + 1
+		parent = np.array(parents, dtype=np.int32)
+		char = np.array([index[c] for c in chars], dtype=np.int32)
 		child = np.arange(1, n, dtype=np.int32)
 		self.token = np.full(n, -1, dtype=np.int32)
 		self.token[[node[t] for t in ids]] = list(ids.values())
