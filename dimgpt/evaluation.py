@@ -361,7 +361,7 @@ def dataset_texts(data_dir: str | Path, split: str = "validation") -> dict[str, 
 	from dimgpt.config import SourceConfig, from_dict
 	from dimgpt.data.sources import document_hash
 	from dimgpt.data.sources import read_texts as source_texts
-	from dimgpt.data.store import SPLITS, StoreError, read_json, source_shards
+	from dimgpt.data.store import SPLITS, StoreError, dropped_documents, read_json, source_shards
 
 	if split not in SPLITS:
 		raise UsageError(f"--split {split}: a dataset has the splits {', '.join(SPLITS)}")
@@ -370,11 +370,13 @@ def dataset_texts(data_dir: str | Path, split: str = "validation") -> dict[str, 
 
 	def wanted(directory: Path) -> set[int]:
 		hashes: set[int] = set()
-		for stem in source_shards(directory, read_json(directory / "source.json"), split):
+		manifest = read_json(directory / "source.json")
+		for stem, drop in zip(source_shards(directory, manifest, split), dropped_documents(directory, manifest, split)):
 			path = stem.with_suffix(".sig.npy")
 			if not path.is_file():
 				raise StoreError(f"{path} is missing (a dataset made by an older version): run create-data again")
-			low, high = np.load(path, allow_pickle=False)[:, :2].astype(np.uint64).T
+			rows = np.load(path, allow_pickle=False)[:, :2]
+			low, high = (rows if drop is None else np.delete(rows, drop, axis=0)).astype(np.uint64).T  # merge's drops
 			hashes.update((low | high << np.uint64(32)).tolist())
 		return hashes
 

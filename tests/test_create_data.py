@@ -22,6 +22,7 @@ from dimgpt.data.loader import PretrainLoader
 from dimgpt.data.sources import document_hash, documents
 from dimgpt.data.store import StoreError, verify_dataset
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
+from dimgpt.evaluation import dataset_texts
 
 pytestmark = pytest.mark.slow  # builds datasets from the real corpus
 
@@ -183,8 +184,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(built: tuple[Path, dict], corpu
 	del want["tokenizer_sample.txt"], want["tokenizer_sample.json"]  # this run was given the vocab
 	assert got.keys() == want.keys()
 	for name in got:
-		if name == "data.json" or name.endswith("progress.json"):
-			continue  # the config names the sources as the command line gave them; positions count its pieces
+		if name == "data.json" or name.endswith(("progress.json", "stream.rec")):
+			continue  # the config names the sources as the command line gave them; positions and streams count its pieces
 		assert got[name] == want[name], name
 
 
@@ -237,21 +238,46 @@ def documents_of(directory: Path) -> dict[str, list[tuple[str, bytes]]]:
 		docs = []
 		for split in ("train", "validation"):
 			_, shards = open_source(directory / "pretrain" / name, split)
-			docs += [(split, s.tokens[a:b].tobytes()) for s in shards for a, b in itertools.pairwise(s.offsets)]
+			docs += [(split, s.tokens[slice(*s.document(d))].tobytes()) for s in shards for d in range(s.documents)]
 		out[name] = docs
 	return out
 
 
-def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, tmp_path: Path) -> None:
-	"""--shard 0/2 and 1/2, then merge-data: the same documents, token ids and splits as one run.
+def stored_hashes(directory: Path) -> list[int]:
+	"""The exact hashes of the documents stored in a source folder's own shards (their `.sig.npy`)."""
+	rows = [np.load(path)[:, :2].astype(np.uint64) for path in sorted(directory.glob("*.sig.npy"))]
+	return [int(low | high << np.uint64(32)) for low, high in np.concatenate(rows)]
 
-	Deduplication runs within each part: with it on, near-duplicates whose pair falls in two parts stay
-	(documented); everything else is identical."""
+
+def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, tmp_path: Path) -> None:
+	"""--shard 0/2 and 1/2, then merge-data: the same dataset as one run, deduplication included.
+
+	An exact copy and a near copy of two early fiches are appended to the source: the originals fall in part 0,
+	the copies in part 1, so each part keeps its own and only the merge can drop the copies."""
 	reference, _ = built
-	for dedup in (False, True):
-		config = config_for(
-			corpus, sources=(config_for(corpus).sources[1],), quality=QualityConfig(near_duplicates=dedup)
+	base = config_for(corpus)
+	texts = [
+		json.loads(line)["text"].strip() for line in (corpus / "fiches.jsonl").read_text(encoding="utf-8").splitlines()
+	]
+	passing = [i for i, t in enumerate(texts) if quality.rejection(t, base.quality) is None and len(t.split()) > 300]
+	exact, original = texts[passing[0]], texts[passing[1]]
+	words = original.split()
+	for k in np.random.default_rng(0).choice(len(words), size=len(words) // 100, replace=False):
+		words[k] = "modifié"  # a few words changed: still the same page
+	near = " ".join(words)
+	assert quality.rejection(near, base.quality) is None
+	planted = tmp_path / "fiches.jsonl"
+	shutil.copy(corpus / "fiches.jsonl", planted)
+	with open(planted, "a", encoding="utf-8") as f:
+		f.write(
+			json.dumps({"text": exact}, ensure_ascii=False)
+			+ "\n"
+			+ json.dumps({"text": near}, ensure_ascii=False)
+			+ "\n"
 		)
+	sources = (base.sources[0], SourceConfig("fiches", path=str(planted), multiplier=3.0))
+	for dedup in (False, True):
+		config = config_for(corpus, sources=sources, quality=QualityConfig(near_duplicates=dedup))
 		one, merged_dir = tmp_path / f"one-{dedup}", tmp_path / f"merged-{dedup}"
 		for folder in (one, merged_dir):
 			folder.mkdir()
@@ -260,32 +286,60 @@ def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, 
 		for i in range(2):
 			create_data(config, merged_dir, shard=(i, 2), progress=False)
 		assert not (merged_dir / "data.json").exists()
-		merged = merge_data(merged_dir, progress=False)["pretrain"]["fiches"]
-		single = json.loads((one / "data.json").read_text())["pretrain"]["fiches"]
-		got, want = documents_of(merged_dir)["fiches"], documents_of(one)["fiches"]
-		if not dedup:
-			assert got == want  # same documents, same token ids, same splits, same order
-			counts = ("documents", "records", "short", "duplicates", "near_duplicates", "filtered")
-			assert {k: merged[k] for k in counts} == {k: single[k] for k in counts}
-		else:
-			extra = single["near_duplicates"] - merged["near_duplicates"]
-			assert len(got) == len(want) + extra and merged["documents"] == single["documents"] + extra
-			remaining = iter(got)
-			assert all(any(doc == g for g in remaining) for doc in want)  # one run's documents, in order
-		for split in ("train", "validation"):
-			for key in ("documents", "tokens", "characters"):
-				assert (
-					merged["splits"][split][key] == sum(len(d) for s, d in got if s == split) // 2
-					if key == "tokens"
-					else True
-				)
+		# the copies fall in another part than their originals: each part keeps its own
+		parts = [stored_hashes(merged_dir / "parts" / f"{i}-of-2" / "pretrain" / "fiches") for i in range(2)]
+		alone = stored_hashes(one / "pretrain" / "fiches")
+		assert document_hash(exact) in parts[0] and document_hash(exact) in parts[1]
+		assert alone.count(document_hash(exact)) == 1
+		assert document_hash(original) in parts[0] and document_hash(original) in alone
+		if dedup:
+			assert document_hash(near) in parts[1] and document_hash(near) not in alone
+		summary = merge_data(merged_dir, progress=False)
+		single = json.loads((one / "data.json").read_text())
+		got, want = documents_of(merged_dir), documents_of(one)
+		assert got == want  # same documents, same token ids, same splits, same order
+		for name in ("legi", "fiches"):
+			merged, alone = summary["pretrain"][name], single["pretrain"][name]
+			counts = (
+				"documents",
+				"characters",
+				"records",
+				"short",
+				"duplicates",
+				"near_duplicates",
+				"filtered",
+				"share",
+			)
+			assert {k: merged[k] for k in counts} == {k: alone[k] for k in counts}, name
+			for split in ("train", "validation"):
+				keys = ("documents", "tokens", "characters")
+				assert {k: merged["splits"][split][k] for k in keys} == {k: alone["splits"][split][k] for k in keys}
+			assert merged["merge"]["misplaced"] == merged["merge"]["lost"] == 0
+		fiches = summary["pretrain"]["fiches"]
+		assert fiches["merge"]["dropped"] >= 1 + dedup  # the copies part 1 kept (and, with near duplicates, others)
+		assert fiches["duplicates"] >= 1 and fiches["near_duplicates"] >= dedup
 		files = json.loads((merged_dir / "pretrain" / "fiches" / "source.json").read_text())["files"]
 		assert {p.split("/")[-4] for p in files["train"]} == {"0-of-2", "1-of-2"}  # pointers, no copy
 		assert not list((merged_dir / "pretrain" / "fiches").glob("*.bin"))
-		assert verify_dataset(merged_dir, progress=False) == (len(files["train"]) + len(files["validation"]), [])
-		loader = PretrainLoader(merged_dir, "train", 4, 32, seed=0)
-		assert loader.make_batch(0)[0].shape == (4, 33)
-		loader.close()
+		shards = sum(
+			len(json.loads((merged_dir / "pretrain" / n / "source.json").read_text())["files"][s])
+			for n in ("legi", "fiches")
+			for s in ("train", "validation")
+		)
+		assert verify_dataset(merged_dir, progress=False) == (shards, [])
+		for split in ("train", "validation"):  # the loader reads one run's documents, and no dropped one
+			loader = PretrainLoader(merged_dir, split, 4, 32, seed=0)
+			for source in loader.sources:
+				read = [
+					source.shards[k].tokens[a:b].tobytes()
+					for k, a, b in map(source.locate_document, range(source.documents))
+				]
+				assert read == [d for s, d in want[source.name] if s == split]
+				assert source.tokens == single["pretrain"][source.name]["splits"][split]["tokens"]
+			assert loader.make_batch(0)[0].shape == (4, 33)
+			loader.close()
+			texts = {name: list(t) for name, t in dataset_texts(merged_dir, split).items()}  # evaluate's text
+			assert texts == {name: list(t) for name, t in dataset_texts(one, split).items()}
 
 
 def test_filters_drop_crafted_documents(tmp_path: Path) -> None:

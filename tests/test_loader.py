@@ -12,7 +12,7 @@ import torch
 
 from dimgpt.data.instruct import ANSWER, PROMPT, role_marks
 from dimgpt.data.loader import PretrainLoader
-from dimgpt.data.store import FORMAT_VERSION, ShardWriter, write_json
+from dimgpt.data.store import FORMAT_VERSION, ShardWriter, StoreError, verify_dataset, write_json
 from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, START_OF_TEXT, USER
 from dimgpt.errors import NotFoundError
 
@@ -146,6 +146,67 @@ def test_validation_split_reads_only_validation_documents(dataset: Path) -> None
 			assert tuple(row[begin : end + 1]) in validation
 			assert tuple(row[begin : end + 1]) not in train
 	loader.close()
+
+
+def test_documents_a_merge_dropped_are_never_read(tmp_path: Path) -> None:
+	"""A merged manifest points at a part's shards and lists documents to skip: the loader reads every other
+	document, whole, and never one of the dropped (they use ids [2000, 2100): any such token is a failure)."""
+	part = tmp_path / "parts" / "0-of-1" / "pretrain" / "a"
+	rng = np.random.default_rng(5)
+	docs = documents("a", 300, 4)
+	dropped = set(rng.choice(len(docs), size=60, replace=False).tolist()) | {0, len(docs) - 1}
+	for i in dropped:
+		docs[i] = np.concatenate([[START_OF_TEXT], rng.integers(2000, 2100, size=len(docs[i]) - 2), [END_OF_TEXT]])
+	writer = ShardWriter(part, "train", dtype=np.uint16, shard_tokens=2_000, meta={"source": "a"})
+	for d in docs:
+		writer.add(d)
+	writer.finish()
+	sizes = [json.loads((part / f"train_{i:05d}.json").read_text())["documents"] for i in range(writer.index)]
+	starts = np.cumsum([0, *sizes])
+	lists = [sorted(i - int(starts[k]) for i in dropped if starts[k] <= i < starts[k + 1]) for k in range(len(sizes))]
+	assert lists[0] and lists[-1]  # the first and the last document of the split are dropped
+	kept = [d for i, d in enumerate(docs) if i not in dropped]
+	directory = tmp_path / "pretrain" / "a"
+	directory.mkdir(parents=True)
+	write_json(
+		directory / "source.json",
+		{
+			"format_version": FORMAT_VERSION,
+			"multiplier": 1.0,
+			"files": {
+				"train": [f"../../parts/0-of-1/pretrain/a/train_{i:05d}" for i in range(len(sizes))],
+				"validation": [],
+			},
+			"dropped": {"train": lists, "validation": []},
+			"splits": {
+				"train": {"documents": len(kept), "tokens": sum(len(d) for d in kept)},
+				"validation": {"documents": 0, "tokens": 0},
+			},
+		},
+	)
+	(tmp_path / "data.json").write_text(json.dumps({"vocab_size": 4_096, "pretrain": {"a": {}}}))
+	assert verify_dataset(tmp_path, progress=False) == (len(sizes), [])
+	loader = PretrainLoader(tmp_path, "train", 16, 128, seed=0)
+	(source,) = loader.sources
+	assert source.documents == len(kept) and source.tokens == sum(len(d) for d in kept)
+	whole = [source.shards[k].tokens[a:b].tolist() for k, a, b in map(source.locate_document, range(source.documents))]
+	assert whole == [d.tolist() for d in kept]  # every kept document, in order, none of the dropped
+	at = 0
+	for d in kept:  # every token position maps into its own kept document
+		k, a, b = source.locate_token(at + len(d) // 2)
+		assert source.shards[k].tokens[a:b].tolist() == d[len(d) // 2 :].tolist()
+		at += len(d)
+	for _ in range(30):
+		x, y, _ = loader.next_batch()
+		assert not ((x >= 2000) & (x < 2100)).any() and not ((y >= 2000) & (y < 2100)).any()
+	loader.close()
+	# a drop list that does not fit its shards is named, with the fix
+	write_json(
+		directory / "source.json",
+		{**json.loads((directory / "source.json").read_text()), "dropped": {"train": lists[:-1]}},
+	)
+	with pytest.raises(StoreError, match=r"one drop list per file.*merge-data"):
+		PretrainLoader(tmp_path, "train", 16, 128, seed=0)
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:

@@ -32,14 +32,14 @@ import sys
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from dimgpt.config import DataConfig, QualityConfig, SourceConfig, to_dict
+from dimgpt.config import DataConfig, QualityConfig, SourceConfig, from_dict, to_dict
 from dimgpt.data import quality
 from dimgpt.data.dedup import EXACT, NEAR, Deduplicator, estimate_capacity, index_processes
 from dimgpt.presets import SOURCE_LISTS, get_preset, get_sources
@@ -300,6 +300,16 @@ def _init_worker(config: DataConfig, vocab: list[str], trie: Any, cache_dir: str
 KEPT, SHORT = 0, 1
 OUTCOMES = ("kept", "short", *quality.RULES)
 
+# `SOURCE/stream.rec`: one row per record read, in stream order, with a row PIECE_END after each piece; what
+# merge-data replays to decide duplicates across parts as one run would. fate: where the document went (TRAIN,
+# VALIDATION: the next document of that split's shards; INDEXED: not stored, its signature the next row of
+# dropped.sig; COPY: an exact copy, nothing stored) or FILTERED + its outcome - 1 (under min_document_chars, or
+# the quality rule that dropped it); characters: the document's, once stripped (0 when filtered).
+STREAM = np.dtype([("fate", "u1"), ("characters", "<u4")])
+CHUNK_ROWS = 1 << 20  # rows merge-data scans at once
+TRAIN, VALIDATION, INDEXED, COPY, FILTERED = 0, 1, 2, 3, 4
+PIECE_END = 255
+
 
 def _work(job: tuple[int, Piece, int, str]) -> dict[str, Any]:
 	"""Read, filter, sign and encode one piece (from record `skip` on) in a worker process.
@@ -393,6 +403,14 @@ def held_out(document_hash: int, fraction: float) -> bool:
 	return (document_hash >> 11) * 2.0**-53 < fraction
 
 
+def kept_split(document_hash: int, counts: Counter, config: DataConfig, first_part: bool) -> str:
+	"""The split of a kept document of a source whose kept documents so far are `counts` ("documents",
+	"validation"): held out by its hash, or, in the first part, every second document while the source has
+	fewer than `min_validation_documents` in validation (a small source still gets some)."""
+	forced = first_part and counts["documents"] % 2 == 1 and counts["validation"] < config.min_validation_documents
+	return "validation" if held_out(document_hash, config.validation_fraction) or forced else "train"
+
+
 class _SourceRun:
 	"""The main process's side of one source: split, dedup, shards, progress and counts."""
 
@@ -418,6 +436,8 @@ class _SourceRun:
 		# the rest of the last piece): appended at each sync, re-entered into the index on resume
 		self.dropped_path = directory / "dropped.sig"
 		self.dropped: list[np.ndarray] = []
+		self.stream_path = directory / "stream.rec"
+		self.stream: list[tuple[int, int]] = []  # rows of stream.rec since the last sync
 		state = self._resume(tokenizer.fingerprint)
 		self.position: list[int] = state["position"]
 		self.counts: dict[str, int] = state["counts"]
@@ -445,6 +465,7 @@ class _SourceRun:
 			"counts": Counter(),
 			"examples": {},
 			"dropped": 0,
+			"stream": 0,
 		}
 		state = read_json(self.progress_path) if self.progress_path.exists() else None
 		if state is not None and state.get("piece_bytes") != self.config.piece_bytes:
@@ -464,11 +485,14 @@ class _SourceRun:
 				for split in SPLITS:
 					complete_shards(self.directory, split, fingerprint, self.settings, 0)
 			self.dropped_path.unlink(missing_ok=True)
+			self.stream_path.unlink(missing_ok=True)
 			return fresh
 		for split in SPLITS:
 			for manifest in done[split]:
 				self.dedup.remember(_signatures(shard_stem(self.directory, split, manifest["index"])))
 		self.dedup.remember(_dropped(self.dropped_path, self.config, rows=state.get("dropped", 0), truncate=True))
+		if self.stream_path.exists():  # rows after the last sync are read again
+			os.truncate(self.stream_path, min(self.stream_path.stat().st_size, state.get("stream", 0) * STREAM.itemsize))
 		return {**state, "counts": Counter(state["counts"])}
 
 	def take(self, piece_index: int, skip: int, result: dict[str, Any], timer: _Timer) -> bool:
@@ -478,40 +502,50 @@ class _SourceRun:
 			self.examples.setdefault(rule, []).extend(texts[: EXAMPLES - len(self.examples[rule])])
 		with timer("dedup"):
 			fates = self.dedup.check(signatures).tolist()  # the whole piece enters the index, in order
+		characters = result["characters"].tolist()
 		d = 0
-		for r, outcome in enumerate(outcomes.tolist()):
+		outcomes = outcomes.tolist()
+		for r, outcome in enumerate(outcomes):
 			if outcome != KEPT:
 				self.counts[OUTCOMES[outcome]] += 1
 				self.counts["records"] += 1
+				self.stream.append((FILTERED + outcome - 1, 0))
 				continue
 			if fates[d] in (EXACT, NEAR):
 				duplicate = "near_duplicates" if fates[d] == NEAR else "duplicates"
 				if fates[d] == NEAR:
 					self.dropped.append(signatures[d])
+				self.stream.append((INDEXED if fates[d] == NEAR else COPY, characters[d]))
 				self.counts[duplicate] += 1
 				self.counts["records"] += 1
 				self._example(duplicate, result["tokens"][offsets[d] : offsets[d + 1]])
 				d += 1
 				continue
-			kept = self.counts["documents"]
 			key = int(signatures[d][0]) | int(signatures[d][1]) << 32
-			validation = held_out(key, self.config.validation_fraction) or (
-				self.first_part and kept % 2 == 1 and self.counts["validation"] < self.config.min_validation_documents
-			)
-			split = "validation" if validation else "train"
+			split = kept_split(key, self.counts, self.config, self.first_part)
 			tokens = result["tokens"][offsets[d] : offsets[d + 1]]
 			with timer("writing"):
 				if self.writers[split].open and self.writers[split].offsets[-1] + len(tokens) > self.config.shard_tokens:
 					self.sync([piece_index, skip + r])
-				self.writers[split].add(tokens, int(result["characters"][d]), signatures[d])
+				self.writers[split].add(tokens, characters[d], signatures[d])
+			self.stream.append((TRAIN if split == "train" else VALIDATION, characters[d]))
 			self.counts["records"] += 1  # after the sync above: its position is this record, to be read again
 			self.counts["documents"] += 1
-			self.counts["characters"] += int(result["characters"][d])
+			self.counts["characters"] += characters[d]
 			self.counts[split] += 1
 			d += 1
 			if self.source.max_chars and self.counts["characters"] >= self.source.max_chars:
-				self.dropped += [signatures[e] for e in range(d, len(fates)) if fates[e] != EXACT]  # indexed, not stored
+				for outcome in outcomes[r + 1 :]:  # the rest of the piece entered the index, none of it is stored
+					if outcome != KEPT:
+						self.stream.append((FILTERED + outcome - 1, 0))
+						continue
+					if fates[d] != EXACT:
+						self.dropped.append(signatures[d])
+					self.stream.append((INDEXED if fates[d] != EXACT else COPY, characters[d]))
+					d += 1
+				self.stream.append((PIECE_END, 0))
 				return False
+		self.stream.append((PIECE_END, 0))
 		return True
 
 	def _example(self, rule: str, tokens: np.ndarray) -> None:
@@ -526,6 +560,10 @@ class _SourceRun:
 			with open(self.dropped_path, "ab") as f:
 				f.write(np.stack(self.dropped).astype(np.uint32).tobytes())
 			self.dropped = []
+		if self.stream:
+			with open(self.stream_path, "ab") as f:
+				f.write(np.array(self.stream, dtype=STREAM).tobytes())
+			self.stream = []
 		self.position = position
 		write_json(
 			self.progress_path,
@@ -538,6 +576,7 @@ class _SourceRun:
 				"counts": dict(self.counts),
 				"examples": self.examples,
 				"dropped": _dropped_rows(self.dropped_path, self.config),
+				"stream": self.stream_path.stat().st_size // STREAM.itemsize if self.stream_path.exists() else 0,
 			},
 		)
 
@@ -795,10 +834,14 @@ def _instruct_source(
 
 
 def merge_data(out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
-	"""Join the parts `OUT/parts/I-of-N` of a sharded create-data into the dataset `OUT`.
+	"""Join the parts `OUT/parts/I-of-N` of a sharded create-data into the dataset `OUT`, deduplicated as one run.
 
 	Each source's `source.json` lists the parts' shards (`files`, relative paths): no token is copied;
-	the parts must stay where they are. The instruction stores (small) are copied from part 0."""
+	the parts must stay where they are. Duplicates across parts are decided by replaying every part's stream
+	(`stream.rec`, the signatures beside the shards and in `dropped.sig`) through a new deduplication index in
+	one run's order (sources in order, each source's parts in order): the documents a part kept that one run
+	drops go to `dropped` (per split, one list of document numbers per file), which the readers skip, and the
+	counts are one run's. The instruction stores (small) are copied from part 0."""
 	out = Path(out_dir)
 	tokenizer = Tokenizer.load(out / "vocab.txt") if (out / "vocab.txt").exists() else None
 	folders = sorted((out / "parts").glob("*-of-*"), key=lambda p: int(p.name.split("-")[0]))
@@ -818,36 +861,29 @@ def merge_data(out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
 			raise DataMismatchError(f"{out / 'parts' / name} was made with another vocabulary than {out / 'vocab.txt'}: make it again")
 		if part["config"] != parts[0]["config"]:
 			raise DataMismatchError(f"{out / 'parts' / name} was made with another configuration than part 0: make it again")
+	config = from_dict(DataConfig, parts[0]["config"])
+	streams = {
+		source.name: [_PartStream(out / "parts" / name / "pretrain" / source.name, config) for name in names]
+		for source in config.sources
+	}
+	indexed = sum(stream.indexed for listed in streams.values() for stream in listed)
+	capacity = max(sum(part["work"].get("dedup_capacity", 0) for part in parts), indexed)
+	bar = tqdm(total=sum(len(s.rows) for listed in streams.values() for s in listed), unit="rec", unit_scale=True, disable=not progress)
 	pretrain = {}
-	for source in parts[0]["pretrain"]:
-		directory = out / "pretrain" / source
-		directory.mkdir(parents=True, exist_ok=True)
-		manifests = [part["pretrain"][source] for part in parts]
-		files: dict[str, list[str]] = {}
-		splits = {}
-		for split in SPLITS:
-			files[split] = [
-				os.path.relpath(shard_stem(out / "parts" / name / "pretrain" / source, split, i), directory)
-				for name, m in zip(names, manifests)
-				for i in range(m["splits"][split]["shards"])
-			]
-			splits[split] = {k: sum(m["splits"][split][k] for m in manifests) for k in ("shards", "documents", "tokens", "characters")}
-		first = manifests[0]
-		merged = {
-			**{k: first[k] for k in ("source", "tokenizer_fingerprint", "format_version", "multiplier", "dtype")},
-			"settings": {**first["settings"], "shard": None},
-			**{k: sum(m[k] for m in manifests) for k in ("documents", "characters", "records", "short", "duplicates", "near_duplicates")},
-			"filtered": {rule: sum(m["filtered"][rule] for m in manifests) for rule in quality.RULES},
-			"dropped_examples": {
-				rule: [t for m in manifests for t in m["dropped_examples"].get(rule, [])][:EXAMPLES]
-				for rule in {r for m in manifests for r in m["dropped_examples"]}
-			},
-			"parts": names,
-			"files": files,
-			"splits": splits,
-		}
-		write_json(directory / "source.json", merged)
-		pretrain[source] = merged
+	with Deduplicator(config.quality, capacity, processes=index_processes(_cores(config))) as dedup:
+		for source in config.sources:
+			bar.set_description(f"merge {source.name}")
+			directory = out / "pretrain" / source.name
+			directory.mkdir(parents=True, exist_ok=True)
+			manifests = [part["pretrain"][source.name] for part in parts]
+			replay = _Replay(config, source, dedup, tokenizer.decode)
+			for stream in streams[source.name]:
+				replay.part(stream, bar)
+			pretrain[source.name] = replay.manifest(directory, manifests, names, streams[source.name])
+			write_json(directory / "source.json", pretrain[source.name])
+		bar.close()
+		if dedup.overfull():
+			print(f"warning: {dedup.overfull()}", file=sys.stderr)
 	for source in parts[0]["instruct"]:
 		target = out / "instruct" / source
 		shutil.rmtree(target, ignore_errors=True)
@@ -866,6 +902,235 @@ def merge_data(out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
 	if progress:
 		print_summary(summary)
 	return summary
+
+
+class _Rows:
+	"""The rows of a sequence of signature arrays (memory-mapped), taken in order, a batch at a time."""
+
+	def __init__(self, arrays: Sequence[Callable[[], np.ndarray]], width: int) -> None:
+		self.arrays, self.width = list(arrays), width
+		self.current = np.zeros((0, width), dtype=np.uint32)
+		self.at = 0
+
+	def take(self, count: int) -> np.ndarray:
+		out = []
+		while count:
+			if self.at == len(self.current):
+				self.current, self.at = self.arrays.pop(0)(), 0
+				continue
+			k = min(count, len(self.current) - self.at)
+			out.append(self.current[self.at : self.at + k])
+			self.at, count = self.at + k, count - k
+		return np.concatenate(out) if out else np.zeros((0, self.width), dtype=np.uint32)
+
+
+class _PartStream:
+	"""What one part recorded of one source, for merge-data: its stream (`stream.rec`), its shards, and the
+	signatures of the documents it put in its index (kept ones beside the shards, the others in dropped.sig)."""
+
+	def __init__(self, directory: Path, config: DataConfig) -> None:
+		self.directory = directory
+		manifest = read_json(directory / "source.json")
+		path = directory / "stream.rec"
+		old = f"{path} is missing or does not match the shards beside it (a part made by an older version, or damaged)"
+		again = f"delete {directory} and run that part's create-data again"
+		rows = path.stat().st_size // STREAM.itemsize if path.exists() else 0
+		self.rows = np.memmap(path, dtype=STREAM, mode="r", shape=(rows,)) if rows else np.zeros(0, dtype=STREAM)
+		self.stems = {
+			split: [shard_stem(directory, split, i) for i in range(manifest["splits"][split]["shards"])] for split in SPLITS
+		}
+		self.documents = {split: [read_json(s.with_suffix(".json"))["documents"] for s in self.stems[split]] for split in SPLITS}
+		width = _signature_width(config)
+		fates = np.zeros(256, dtype=np.int64)
+		for a in range(0, rows, CHUNK_ROWS):  # in chunks: memory stays flat whatever the part's size
+			fates += np.bincount(np.asarray(self.rows["fate"][a : a + CHUNK_ROWS]), minlength=256)
+		self.indexed = int(fates[:COPY].sum())  # documents the replay puts in the index (at most)
+		dropped = directory / "dropped.sig"
+		if (
+			fates[TRAIN] != sum(self.documents["train"])
+			or fates[VALIDATION] != sum(self.documents["validation"])
+			or fates[INDEXED] != _dropped_rows(dropped, config)
+			or (rows and self.rows["fate"][-1] != PIECE_END)
+		):
+			raise DataMismatchError(f"{old}: {again}")
+
+		def signatures(stem: Path) -> Callable[[], np.ndarray]:
+			def load() -> np.ndarray:
+				try:
+					array = np.load(stem.with_suffix(".sig.npy"), mmap_mode="r", allow_pickle=False)
+				except (OSError, ValueError):
+					raise DataMismatchError(f"{stem.with_suffix('.sig.npy')} is missing or unreadable: {again}") from None
+				if array.ndim != 2 or array.shape[1] != width:
+					raise DataMismatchError(f"{stem.with_suffix('.sig.npy')} holds other signatures than the config's: {again}")
+				return array
+
+			return load
+
+		self.signatures = {
+			TRAIN: _Rows([signatures(s) for s in self.stems["train"]], width),
+			VALIDATION: _Rows([signatures(s) for s in self.stems["validation"]], width),
+			INDEXED: _Rows([lambda: np.memmap(dropped, dtype=np.uint32, mode="r", shape=(int(fates[INDEXED]), width))], width),
+		}
+
+	def piece_ends(self) -> Iterator[int]:
+		"""The rows that end a piece, in order."""
+		for a in range(0, len(self.rows), CHUNK_ROWS):
+			yield from (a + np.flatnonzero(np.asarray(self.rows["fate"][a : a + CHUNK_ROWS]) == PIECE_END)).tolist()
+
+	def locate(self, split: str, index: int) -> tuple[Path, int]:
+		"""(shard stem, document in it) of the part's document `index` of `split` (in stream order)."""
+		for stem, documents in zip(self.stems[split], self.documents[split]):
+			if index < documents:
+				return stem, index
+			index -= documents
+		raise IndexError(index)
+
+
+class _Replay:
+	"""One source's documents from every part, in one run's order, through the merge's deduplication index:
+	one run's counts, and the documents the parts stored that one run drops."""
+
+	def __init__(self, config: DataConfig, source: SourceConfig, dedup: Deduplicator, decode: Callable) -> None:
+		self.config, self.source, self.dedup, self.decode = config, source, dedup, decode
+		self.counts: Counter = Counter()  # one run's counts (its splits: "train", "validation")
+		self.stored: Counter = Counter()  # documents and characters read, per split where they are stored
+		self.drops: list[dict[str, list[int]]] = []  # per part, per split: the part's documents one run drops
+		self.examples: list[dict[str, list[str]]] = []  # per part: duplicates across parts, decoded
+		self.stopped = False  # the source's max_chars was reached
+		self.misplaced = self.lost = 0
+
+	def part(self, stream: _PartStream, bar: Any) -> None:
+		"""Replay one part's stream of this source, piece by piece (each piece enters the index whole, as in a run)."""
+		drops: dict[str, list[int]] = {split: [] for split in SPLITS}
+		examples: dict[str, list[str]] = {"duplicates": [], "near_duplicates": []}
+		self.drops.append(drops)
+		self.examples.append(examples)
+		position = {TRAIN: 0, VALIDATION: 0}  # the part's next stored document of each split
+		fate_column, characters_column = stream.rows["fate"], stream.rows["characters"]
+		start = 0
+		for end in stream.piece_ends():
+			fates = np.asarray(fate_column[start:end])
+			characters = np.asarray(characters_column[start:end]).tolist()
+			bar.update(end + 1 - start)
+			start = end + 1
+			if self.stopped:  # one run read no further: whatever the part stored is dropped
+				for code in (TRAIN, VALIDATION):
+					stored = int(np.count_nonzero(fates == code))
+					drops[SPLITS[code]] += range(position[code], position[code] + stored)
+					position[code] += stored
+				continue
+			fed = fates[fates < COPY]
+			signatures = np.empty((len(fed), stream.signatures[TRAIN].width), dtype=np.uint32)
+			for code in (TRAIN, VALIDATION, INDEXED):
+				signatures[fed == code] = stream.signatures[code].take(int(np.count_nonzero(fed == code)))
+			verdicts = self.dedup.check(signatures).tolist() if len(fed) else []
+			d = 0
+			for fate, chars in zip(fates.tolist(), characters):
+				where = None
+				if fate in (TRAIN, VALIDATION):
+					where = (SPLITS[fate], position[fate])
+					position[fate] += 1
+				if self.stopped:  # the rest of the piece where max_chars was reached
+					if where is not None:
+						drops[where[0]].append(where[1])
+					continue
+				self.counts["records"] += 1
+				if fate >= FILTERED:
+					self.counts[OUTCOMES[fate - FILTERED + 1]] += 1
+					continue
+				if fate == COPY:  # an exact copy of an earlier document of the same part
+					self.counts["duplicates"] += 1
+					continue
+				verdict = verdicts[d]
+				signature = signatures[d]
+				d += 1
+				if verdict != KEPT or where is None:
+					if verdict == KEPT:  # one run keeps it, its part did not store it: see `manifest`
+						self.lost += 1
+					duplicate = "duplicates" if verdict == EXACT else "near_duplicates"
+					self.counts[duplicate] += 1
+					if where is not None:
+						drops[where[0]].append(where[1])
+						if len(examples[duplicate]) < EXAMPLES:
+							examples[duplicate].append(self._text(stream, *where))
+					continue
+				split = kept_split(int(signature[0]) | int(signature[1]) << 32, self.counts, self.config, True)
+				self.misplaced += split != where[0]  # stays in the split its part wrote it to (see `manifest`)
+				self.counts["documents"] += 1
+				self.counts["characters"] += chars
+				self.counts[split] += 1
+				self.stored[where[0]] += 1
+				self.stored[f"{where[0]} characters"] += chars
+				if self.source.max_chars and self.counts["characters"] >= self.source.max_chars:
+					self.stopped = True
+
+	def _text(self, stream: _PartStream, split: str, index: int) -> str:
+		stem, d = stream.locate(split, index)
+		offsets = np.load(stem.with_suffix(".idx.npy"), allow_pickle=False)
+		dtype = read_json(stem.with_suffix(".json"))["dtype"]
+		tokens = np.memmap(stem.with_suffix(".bin"), dtype=dtype, mode="r")[offsets[d] + 1 : offsets[d + 1] - 1]
+		return self.decode(np.asarray(tokens))[:EXAMPLE_CHARS]
+
+	def manifest(
+		self, directory: Path, manifests: list[dict[str, Any]], names: list[str], streams: list[_PartStream]
+	) -> dict[str, Any]:
+		"""The merged source's manifest: the parts' shards, the drop lists, one run's counts."""
+		if self.misplaced or self.lost:
+			print(
+				f"warning: {self.source.name}: {self.misplaced} document(s) are in another split than one run gives "
+				f"them and {self.lost} that one run keeps were dropped by their part (its index held documents one run "
+				"never reads, past a source's max_chars, or a Bloom filter's false positive): the merged dataset keeps "
+				"the parts' choice for these",
+				file=sys.stderr,
+			)
+		files: dict[str, list[str]] = {split: [] for split in SPLITS}
+		dropped: dict[str, list[list[int]]] = {split: [] for split in SPLITS}
+		splits = {}
+		for split in SPLITS:
+			tokens = 0
+			for stream, drops in zip(streams, self.drops):
+				wanted = np.asarray(drops[split], dtype=np.int64)
+				first = 0
+				for stem, documents in zip(stream.stems[split], stream.documents[split]):
+					files[split].append(os.path.relpath(stem, directory))
+					mine = (wanted[(wanted >= first) & (wanted < first + documents)] - first).tolist()
+					dropped[split].append(mine)
+					tokens += read_json(stem.with_suffix(".json"))["tokens"]
+					if mine:
+						lengths = np.diff(np.load(stem.with_suffix(".idx.npy"), allow_pickle=False))
+						tokens -= int(lengths[mine].sum())
+					first += documents
+			splits[split] = {
+				"shards": len(files[split]),
+				"documents": self.stored[split],
+				"tokens": tokens,
+				"characters": self.stored[f"{split} characters"],
+			}
+		first = manifests[0]
+		examples = {
+			rule: [t for m in manifests for t in m["dropped_examples"].get(rule, []) if rule in quality.RULES][:EXAMPLES]
+			for rule in {r for m in manifests for r in m["dropped_examples"]}
+		}
+		for duplicate in ("duplicates", "near_duplicates"):  # the parts' own, then those found across parts
+			found = [t for m, e in zip(manifests, self.examples) for t in (*m["dropped_examples"].get(duplicate, []), *e[duplicate])]
+			if found:
+				examples[duplicate] = found[:EXAMPLES]
+		return {
+			**{k: first[k] for k in ("source", "tokenizer_fingerprint", "format_version", "multiplier", "dtype")},
+			"settings": {**first["settings"], "shard": None},
+			**{k: self.counts[k] for k in ("documents", "characters", "records", "short", "duplicates", "near_duplicates")},
+			"filtered": {rule: self.counts[rule] for rule in quality.RULES},
+			"dropped_examples": examples,
+			"parts": names,
+			"files": files,
+			"dropped": dropped,
+			"merge": {
+				"dropped": sum(len(d[split]) for d in self.drops for split in SPLITS),
+				"misplaced": self.misplaced,
+				"lost": self.lost,
+			},
+			"splits": splits,
+		}
 
 
 # --- summary ---------------------------------------------------------------------------------------

@@ -27,14 +27,17 @@ from dimgpt.errors import NotFoundError
 
 @dataclass
 class _Source:
-	"""The shards of one source for one split, with cumulative token and document counts across shards."""
+	"""The shards of one source for one split, with cumulative token and document counts across shards.
+
+	Counts and positions are those of the documents read: a merged dataset's dropped documents are skipped
+	(`Shard.locate` and `Shard.document` map to the stored tokens)."""
 
 	name: str
 	shards: list[Shard]
 	weight: float
 
 	def __post_init__(self) -> None:
-		self.token_starts = np.cumsum([0] + [len(s.tokens) for s in self.shards])
+		self.token_starts = np.cumsum([0] + [s.size for s in self.shards])
 		self.doc_starts = np.cumsum([0] + [s.documents for s in self.shards])
 
 	@property
@@ -48,17 +51,12 @@ class _Source:
 	def locate_token(self, position: int) -> tuple[int, int, int]:
 		"""(shard, start, end) of the rest of the document holding global token `position`."""
 		k = int(np.searchsorted(self.token_starts, position, side="right")) - 1
-		local = position - int(self.token_starts[k])
-		offsets = self.shards[k].offsets
-		d = int(np.searchsorted(offsets, local, side="right")) - 1
-		return k, local, int(offsets[d + 1])
+		return k, *self.shards[k].locate(position - int(self.token_starts[k]))
 
 	def locate_document(self, index: int) -> tuple[int, int, int]:
 		"""(shard, start, end) of document `index`."""
 		k = int(np.searchsorted(self.doc_starts, index, side="right")) - 1
-		offsets = self.shards[k].offsets
-		d = index - int(self.doc_starts[k])
-		return k, int(offsets[d]), int(offsets[d + 1])
+		return k, *self.shards[k].document(index - int(self.doc_starts[k]))
 
 
 class StepLoader:

@@ -319,19 +319,53 @@ class ShardWriter:
 
 @dataclass
 class Shard:
-	"""One shard opened for reading: tokens memmapped, document offsets in memory."""
+	"""One shard opened for reading: tokens memmapped, document offsets in memory.
+
+	`dropped`: documents a merge left out (cross-part duplicates); the reader sees the others only, numbered
+	0 .. documents - 1, their tokens counted by `cumulative` (kept documents' lengths summed). Without drops
+	the views are the offsets themselves (no copy)."""
 
 	path: Path
 	tokens: np.ndarray
-	offsets: np.ndarray
+	offsets: np.ndarray  # every stored document: documents in the file + 1 values
+	dropped: np.ndarray | None = None
+
+	def __post_init__(self) -> None:
+		if self.dropped is None or not len(self.dropped):
+			self.starts, self.ends, self.cumulative = self.offsets[:-1], self.offsets[1:], self.offsets
+		else:
+			kept = np.ones(len(self.offsets) - 1, dtype=bool)
+			kept[self.dropped] = False
+			self.starts, self.ends = self.offsets[:-1][kept], self.offsets[1:][kept]
+			self.cumulative = np.zeros(len(self.starts) + 1, dtype=np.int64)
+			np.cumsum(self.ends - self.starts, out=self.cumulative[1:])
 
 	@property
 	def documents(self) -> int:
-		return len(self.offsets) - 1
+		"""Documents read (stored ones less the dropped)."""
+		return len(self.starts)
+
+	@property
+	def size(self) -> int:
+		"""Tokens read (those of the documents read)."""
+		return int(self.cumulative[-1])
+
+	def document(self, index: int) -> tuple[int, int]:
+		"""(start, end) in `tokens` of document `index` (of those read)."""
+		return int(self.starts[index]), int(self.ends[index])
+
+	def locate(self, position: int) -> tuple[int, int]:
+		"""(start, end) in `tokens` of the rest of the document holding token `position` (of those read)."""
+		d = int(np.searchsorted(self.cumulative, position, side="right")) - 1
+		return int(self.starts[d]) + position - int(self.cumulative[d]), int(self.ends[d])
 
 
-def open_shard(stem: Path, manifest: dict[str, Any], *, sample: int | None = SAMPLED_BLOCKS) -> Shard:
-	"""Memory-map a shard, checking its files against the manifest (a sampled checksum: `verify_shard`)."""
+def open_shard(
+	stem: Path, manifest: dict[str, Any], *, sample: int | None = SAMPLED_BLOCKS, dropped: np.ndarray | None = None
+) -> Shard:
+	"""Memory-map a shard, checking its files against the manifest (a sampled checksum: `verify_shard`).
+
+	dropped: indices of documents not to read (a merged dataset's drop list for this shard)."""
 	stem = Path(stem)
 	bin_path, idx_path = stem.with_suffix(".bin"), stem.with_suffix(".idx.npy")
 	rebuild = rebuild_advice(bin_path)
@@ -357,9 +391,11 @@ def open_shard(stem: Path, manifest: dict[str, Any], *, sample: int | None = SAM
 		or np.any(np.diff(offsets) < 0)
 	):
 		raise StoreError(f"{idx_path} does not match {bin_path}: {rebuild}")
+	if dropped is not None and len(dropped) and not 0 <= dropped[0] <= dropped[-1] < documents:
+		raise StoreError(f"{stem}: the merged dataset drops document {int(dropped[-1])} of {documents}: run merge-data again")
 	verify_checksum(stem, manifest, sample=sample)
 	data = np.memmap(bin_path, dtype=dtype, mode="r") if tokens else np.zeros(0, dtype=dtype)
-	return Shard(bin_path, data, offsets)
+	return Shard(bin_path, data, offsets, dropped)
 
 
 def checked_ids(shard: Shard, start: int, end: int, vocab_size: int) -> np.ndarray:
@@ -388,7 +424,9 @@ def open_source(directory: Path, split: str) -> tuple[dict[str, Any], list[Shard
 			f"{path}: format version {manifest.get('format_version')} is not {FORMAT_VERSION}: delete "
 			f"{directory} and run create-data again"
 		)
-	shards = [open_shard(stem, read_json(stem.with_suffix(".json"))) for stem in source_shards(directory, manifest, split)]
+	stems = source_shards(directory, manifest, split)
+	drops = dropped_documents(directory, manifest, split)
+	shards = [open_shard(stem, read_json(stem.with_suffix(".json")), dropped=drop) for stem, drop in zip(stems, drops)]
 	return manifest, shards
 
 
@@ -400,18 +438,49 @@ def source_shards(directory: Path, manifest: dict[str, Any], split: str) -> list
 	return [shard_stem(directory, split, i) for i in range(int(field(manifest, path, "splits", split, "shards")))]
 
 
+def dropped_documents(directory: Path, manifest: dict[str, Any], split: str) -> list[np.ndarray | None]:
+	"""Per shard of `source_shards`, the documents not to read (None: all are read).
+
+	A merged manifest holds them in `dropped` (per split, one sorted list per file): documents a part kept
+	that are duplicates of another part's, found by merge-data (their tokens stay in the part's shard)."""
+	path = Path(directory) / "source.json"
+	again = f"run `.venv/bin/python -m dimgpt merge-data {Path(directory).parent.parent}` again"
+	stems = field(manifest, path, "files", split) if "files" in manifest else None
+	if stems is None or "dropped" not in manifest:
+		count = len(stems) if stems is not None else int(field(manifest, path, "splits", split, "shards"))
+		return [None] * count
+	lists = field(manifest, path, "dropped", split)
+	if not isinstance(lists, list) or len(lists) != len(stems):
+		raise StoreError(f"{path}: `dropped` does not list one drop list per file of {split}: {again}")
+	out: list[np.ndarray | None] = []
+	for stem, drop in zip(stems, lists):
+		try:
+			indices = np.asarray(drop, dtype=np.int64)
+		except (TypeError, ValueError):
+			raise StoreError(f"{path}: the drop list of {stem} is not a list of integers: {again}") from None
+		if indices.ndim != 1 or np.any(indices < 0) or np.any(np.diff(indices) <= 0):
+			raise StoreError(f"{path}: the drop list of {stem} is not increasing document numbers: {again}")
+		out.append(indices if len(indices) else None)
+	return out
+
+
 def verify_dataset(dataset_dir: Path, progress: bool = True) -> tuple[int, list[str]]:
-	"""Check every pretraining shard of a dataset in full; (shards checked, one message per problem)."""
+	"""Check every pretraining shard of a dataset in full, and a merged dataset's drop lists against its shards
+	and counts; (shards checked, one message per problem)."""
 	from tqdm.auto import tqdm
 
 	dataset_dir = Path(dataset_dir)
 	summary = read_json(dataset_dir / "data.json")
 	stems = []
+	problems = []
 	for name in summary.get("pretrain", {}):
 		directory = dataset_dir / "pretrain" / name
 		manifest = read_json(directory / "source.json")
-		stems += [stem for split in SPLITS for stem in source_shards(directory, manifest, split)]
-	problems = []
+		for split in SPLITS:
+			split_stems = source_shards(directory, manifest, split)
+			stems += split_stems
+			if "dropped" in manifest:
+				problems += _check_drops(directory, manifest, split, split_stems)
 	total = sum(s.with_suffix(".bin").stat().st_size for s in stems if s.with_suffix(".bin").exists())
 	bar = tqdm(total=total, desc="verify", unit="B", unit_scale=True, disable=not progress)
 	for stem in stems:
@@ -422,3 +491,29 @@ def verify_dataset(dataset_dir: Path, progress: bool = True) -> tuple[int, list[
 		bar.update(stem.with_suffix(".bin").stat().st_size if stem.with_suffix(".bin").exists() else 0)
 	bar.close()
 	return len(stems), problems
+
+
+def _check_drops(directory: Path, manifest: dict[str, Any], split: str, stems: list[Path]) -> list[str]:
+	"""Problems of a merged source's drop lists for one split: malformed, out of range, or counts that differ."""
+	try:
+		drops = dropped_documents(directory, manifest, split)
+	except StoreError as error:
+		return [str(error)]
+	kept = 0
+	for stem, drop in zip(stems, drops):
+		if not stem.with_suffix(".json").exists():
+			continue  # the shard check names it
+		documents = int(read_json(stem.with_suffix(".json"))["documents"])
+		if drop is not None and drop[-1] >= documents:
+			return [f"{directory / 'source.json'}: drops document {int(drop[-1])} of {stem}, which holds {documents}"]
+		kept += documents - (0 if drop is None else len(drop))
+	try:
+		expected = field(manifest, directory / "source.json", "splits", split, "documents")
+	except StoreError as error:
+		return [str(error)]
+	if kept != expected:
+		return [
+			f"{directory / 'source.json'}: {split} holds {kept} documents once the drop lists are applied, the manifest "
+			f"says {expected}: run merge-data again"
+		]
+	return []
