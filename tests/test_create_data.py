@@ -249,11 +249,14 @@ def stored_hashes(directory: Path) -> list[int]:
 	return [int(low | high << np.uint64(32)) for low, high in np.concatenate(rows)]
 
 
-def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, tmp_path: Path) -> None:
+def test_two_parts_merged_equal_one_run(
+	built: tuple[Path, dict], corpus: Path, corpus_fr: Path, tmp_path: Path
+) -> None:
 	"""--shard 0/2 and 1/2, then merge-data: the same dataset as one run, deduplication included.
 
 	An exact copy and a near copy of two early fiches are appended to the source: the originals fall in part 0,
-	the copies in part 1, so each part keeps its own and only the merge can drop the copies."""
+	the copies in part 1, so each part keeps its own and only the merge can drop the copies. A third source,
+	of one piece, is read by part 1 alone: its first documents' splits are decided there."""
 	reference, _ = built
 	base = config_for(corpus)
 	texts = [
@@ -275,7 +278,15 @@ def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, 
 			+ json.dumps({"text": near}, ensure_ascii=False)
 			+ "\n"
 		)
-	sources = (base.sources[0], SourceConfig("fiches", path=str(planted), multiplier=3.0))
+	small = tmp_path / "small.jsonl"
+	small.write_text(
+		"\n".join((corpus_fr / "legi_codes.jsonl").read_text(encoding="utf-8").splitlines()[700:760]) + "\n"
+	)
+	sources = (
+		base.sources[0],
+		SourceConfig("fiches", path=str(planted), multiplier=3.0),
+		SourceConfig("small", path=str(small), multiplier=1.0),
+	)
 	for dedup in (False, True):
 		config = config_for(corpus, sources=sources, quality=QualityConfig(near_duplicates=dedup))
 		one, merged_dir = tmp_path / f"one-{dedup}", tmp_path / f"merged-{dedup}"
@@ -286,6 +297,11 @@ def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, 
 		for i in range(2):
 			create_data(config, merged_dir, shard=(i, 2), progress=False)
 		assert not (merged_dir / "data.json").exists()
+		assert [
+			json.loads((merged_dir / "parts" / f"{i}-of-2" / "data.json").read_text())["pretrain"]["small"]["documents"]
+			> 0
+			for i in range(2)
+		] == [False, True]
 		# the copies fall in another part than their originals: each part keeps its own
 		parts = [stored_hashes(merged_dir / "parts" / f"{i}-of-2" / "pretrain" / "fiches") for i in range(2)]
 		alone = stored_hashes(one / "pretrain" / "fiches")
@@ -298,7 +314,7 @@ def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, 
 		single = json.loads((one / "data.json").read_text())
 		got, want = documents_of(merged_dir), documents_of(one)
 		assert got == want  # same documents, same token ids, same splits, same order
-		for name in ("legi", "fiches"):
+		for name in ("legi", "fiches", "small"):
 			merged, alone = summary["pretrain"][name], single["pretrain"][name]
 			counts = (
 				"documents",
@@ -323,7 +339,7 @@ def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, 
 		assert not list((merged_dir / "pretrain" / "fiches").glob("*.bin"))
 		shards = sum(
 			len(json.loads((merged_dir / "pretrain" / n / "source.json").read_text())["files"][s])
-			for n in ("legi", "fiches")
+			for n in ("legi", "fiches", "small")
 			for s in ("train", "validation")
 		)
 		assert verify_dataset(merged_dir, progress=False) == (shards, [])
@@ -340,6 +356,9 @@ def test_two_parts_merged_equal_one_run(built: tuple[Path, dict], corpus: Path, 
 			loader.close()
 			texts = {name: list(t) for name, t in dataset_texts(merged_dir, split).items()}  # evaluate's text
 			assert texts == {name: list(t) for name, t in dataset_texts(one, split).items()}
+	(merged_dir / "parts" / "1-of-2" / "pretrain" / "fiches" / "stream.rec").unlink()  # a part of an older version
+	with pytest.raises(StoreError, match=r"fiches/stream\.rec is missing .* older version.*create-data again"):
+		merge_data(merged_dir, progress=False)
 
 
 def test_filters_drop_crafted_documents(tmp_path: Path) -> None:

@@ -18,8 +18,13 @@ Stages (each resumes where an interrupted run stopped):
 Then `data.json` holds the DataConfig and the summary.
 
 Many machines: `--shard I/N` encodes the I-th of N contiguous slices of every source's pieces into
-`OUT/parts/I-of-N` (with the vocabulary of `OUT`); `merge_data` then writes `OUT`'s manifests pointing
-at the parts' shards (no token is copied). Each part deduplicates within itself only.
+`OUT/parts/I-of-N` (with the vocabulary of `OUT`); one run's stream of a source is part 0's slice, then
+part 1's, and so on. Each part deduplicates within itself and records its stream (`stream.rec`: each
+record's fate and characters, piece by piece). `merge_data` then replays the parts in one run's order
+through a new index (the same `dedup` code, the signatures kept beside the shards and in `dropped.sig`),
+so duplicates across parts are dropped as one run drops them, and writes `OUT`'s manifests pointing at
+the parts' shards (no token is copied) with the documents one run drops listed per shard (`dropped`),
+which the readers skip, and one run's counts.
 """
 
 from __future__ import annotations
@@ -405,8 +410,9 @@ def held_out(document_hash: int, fraction: float) -> bool:
 
 def kept_split(document_hash: int, counts: Counter, config: DataConfig, first_part: bool) -> str:
 	"""The split of a kept document of a source whose kept documents so far are `counts` ("documents",
-	"validation"): held out by its hash, or, in the first part, every second document while the source has
-	fewer than `min_validation_documents` in validation (a small source still gets some)."""
+	"validation"): held out by its hash, or, in the part that reads the source from its start (`first_part`),
+	every second document while the source has fewer than `min_validation_documents` in validation (a small
+	source still gets some)."""
 	forced = first_part and counts["documents"] % 2 == 1 and counts["validation"] < config.min_validation_documents
 	return "validation" if held_out(document_hash, config.validation_fraction) or forced else "train"
 
@@ -696,7 +702,8 @@ def _encode(
 					"output folder)"
 				)
 			listed = listed_all[index]
-			run = _SourceRun(config, source, directory, tokenizer, settings, shard[0] == 0, dedup, on_shard, len(listed))
+			first = _my_pieces(listed, shard).start == 0  # this part reads the source from its start
+			run = _SourceRun(config, source, directory, tokenizer, settings, first, dedup, on_shard, len(listed))
 			runs[source.name] = run
 			piece, record = run.position
 			for k in _my_pieces(listed, shard):

@@ -10,13 +10,17 @@ Layout of a dataset folder (`create_data` writes it, the loaders read it):
     pretrain/SOURCE/SPLIT_00000.sig.npy     per document: its exact hash and MinHash (resuming rebuilds
                                             the deduplication index from these)
     pretrain/SOURCE/progress.json           where the source's stream stands after its last complete shards
+    pretrain/SOURCE/dropped.sig, stream.rec signatures of indexed documents no shard stores, and each
+                                            record's fate (resuming and merge-data read them)
 
 A shard manifest holds a content checksum of its two files: xxh3-64 of every 1 MiB block of the `.bin`
 and of the whole `.idx.npy`. `verify_shard` checks all of it (create-data on resume, `verify-data`);
 opening a shard for training checks the sizes, the offsets' hash and at most `SAMPLED_BLOCKS` blocks
 (the first, the last and others drawn at random), so that opening stays a few milliseconds whatever the
 shard's size and a corruption anywhere is found over the opens of a long training. A merged dataset's
-`source.json` lists the stems of its shards (`files`), relative to its folder, instead of holding them.
+`source.json` lists the stems of its shards (`files`), relative to its folder, instead of holding them,
+and per shard the documents not to read (`dropped`: duplicates across the parts); a `Shard` opened with
+them numbers and counts the other documents only.
 
 Every document is stored as `⮜start-of-text⮞ tokens ⮜end-of-text⮞`. A shard holds whole documents and
 at most `shard_tokens` tokens (a single longer document gets a shard of its own). Files are written
