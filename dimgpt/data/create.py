@@ -903,7 +903,7 @@ def merge_data(out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
 		"parts": names,
 		"pretrain": _with_shares(pretrain),
 		"times": {k: sum(p["times"][k] for p in parts) for k in parts[0]["times"]},
-		"work": {k: sum(p["work"][k] for p in parts) for k in parts[0]["work"]},
+		"work": {k: sum(p["work"].get(k, 0) for p in parts) for k in parts[0]["work"]},
 	}
 	write_json(out / "data.json", {**summary, "config": parts[0]["config"]})
 	if progress:
