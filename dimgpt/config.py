@@ -85,7 +85,7 @@ class SourceConfig:
 	text_column: the column holding the text; "title+text" joins several columns with a blank line.
 	split: a datasets split expression ("train", "train+validation+test").
 	max_chars: stop reading the source after this many characters (0: read it all; with
-	`create-data --shard I/N`, each part reads up to this many).
+	`create-data --shard I/N`, each part reads up to this many, and merge-data keeps what one run keeps).
 	group: label kept with every instruction conversation (fine-tuning mix); empty means `name`.
 	filter: apply the document quality filters (`DataConfig.quality`), tuned for French prose.
 	Hub sources are always streamed.

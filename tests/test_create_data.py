@@ -361,6 +361,40 @@ def test_two_parts_merged_equal_one_run(
 		merge_data(merged_dir, progress=False)
 
 
+@pytest.mark.parametrize("share", [0.2, 0.7])
+def test_two_parts_merged_stop_where_one_run_stops(
+	built: tuple[Path, dict], corpus: Path, tmp_path: Path, share: float
+) -> None:
+	"""A source's max_chars reached in part 0 (0.2 of its text) or in part 1 (0.7): each part reads up to
+	max_chars of its own slice, the merge keeps what one run keeps and drops the rest of the parts' shards."""
+	reference, _ = built
+	fiches = config_for(corpus).sources[1]
+	total = json.loads((reference / "data.json").read_text())["pretrain"]["fiches"]["characters"]
+	source = SourceConfig("fiches", path=fiches.path, multiplier=3.0, max_chars=int(share * total))
+	config = config_for(corpus, sources=(source,))
+	one, merged_dir = tmp_path / "one", tmp_path / "merged"
+	for folder in (one, merged_dir):
+		folder.mkdir()
+		shutil.copy(reference / "vocab.txt", folder / "vocab.txt")
+	create_data(config, one, progress=False)
+	for i in range(2):
+		create_data(config, merged_dir, shard=(i, 2), progress=False)
+	parts = [
+		json.loads((merged_dir / "parts" / f"{i}-of-2" / "data.json").read_text())["pretrain"]["fiches"]
+		for i in range(2)
+	]
+	single = json.loads((one / "data.json").read_text())["pretrain"]["fiches"]
+	assert single["characters"] >= source.max_chars and sum(p["characters"] for p in parts) > single["characters"]
+	merged = merge_data(merged_dir, progress=False)["pretrain"]["fiches"]
+	assert documents_of(merged_dir) == documents_of(one)
+	counts = ("documents", "characters", "records", "short", "duplicates", "near_duplicates", "filtered")
+	assert {k: merged[k] for k in counts} == {k: single[k] for k in counts}
+	assert merged["merge"]["dropped"] > 0 and merged["merge"]["misplaced"] == merged["merge"]["lost"] == 0
+	for split in ("train", "validation"):
+		keys = ("documents", "tokens", "characters")
+		assert {k: merged["splits"][split][k] for k in keys} == {k: single["splits"][split][k] for k in keys}
+
+
 def test_filters_drop_crafted_documents(tmp_path: Path) -> None:
 	"""Each rule on a document made to fail it, and a real French paragraph kept; counts and examples in data.json."""
 	sentences = [
