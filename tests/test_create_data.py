@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dimgpt.config import DataConfig, QualityConfig, SourceConfig
-from dimgpt.data import quality
+from dimgpt.data import create, quality
 from dimgpt.data.create import create_data, held_out, merge_data, resolve_config, sample_quotas, source_from_spec
 from dimgpt.data.loader import PretrainLoader
 from dimgpt.data.sources import document_hash, documents
@@ -250,7 +250,7 @@ def stored_hashes(directory: Path) -> list[int]:
 
 
 def test_two_parts_merged_equal_one_run(
-	built: tuple[Path, dict], corpus: Path, corpus_fr: Path, tmp_path: Path
+	built: tuple[Path, dict], corpus: Path, corpus_fr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
 	"""--shard 0/2 and 1/2, then merge-data: the same dataset as one run, deduplication included.
 
@@ -356,6 +356,10 @@ def test_two_parts_merged_equal_one_run(
 			loader.close()
 			texts = {name: list(t) for name, t in dataset_texts(merged_dir, split).items()}  # evaluate's text
 			assert texts == {name: list(t) for name, t in dataset_texts(one, split).items()}
+	manifests = {n: (merged_dir / "pretrain" / n / "source.json").read_text() for n in ("legi", "fiches", "small")}
+	monkeypatch.setattr(create, "CHUNK_ROWS", 7)  # streams and signatures read 7 rows at a time: the same merge
+	merge_data(merged_dir, progress=False)
+	assert {n: (merged_dir / "pretrain" / n / "source.json").read_text() for n in manifests} == manifests
 	(merged_dir / "parts" / "1-of-2" / "pretrain" / "fiches" / "stream.rec").unlink()  # a part of an older version
 	with pytest.raises(StoreError, match=r"fiches/stream\.rec is missing .* older version.*create-data again"):
 		merge_data(merged_dir, progress=False)

@@ -30,6 +30,7 @@ which the readers skip, and one run's counts.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 import multiprocessing as mp
 import os
 import shutil
@@ -875,7 +876,7 @@ def merge_data(out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
 	}
 	indexed = sum(stream.indexed for listed in streams.values() for stream in listed)
 	capacity = max(sum(part["work"].get("dedup_capacity", 0) for part in parts), indexed)
-	bar = tqdm(total=sum(len(s.rows) for listed in streams.values() for s in listed), unit="rec", unit_scale=True, disable=not progress)
+	bar = tqdm(total=sum(s.length for listed in streams.values() for s in listed), unit="rec", unit_scale=True, disable=not progress)
 	pretrain = {}
 	with Deduplicator(config.quality, capacity, processes=index_processes(_cores(config))) as dedup:
 		for source in config.sources:
@@ -941,30 +942,31 @@ class _PartStream:
 		path = directory / "stream.rec"
 		old = f"{path} is missing or does not match the shards beside it (a part made by an older version, or damaged)"
 		again = f"delete {directory} and run that part's create-data again"
-		rows = path.stat().st_size // STREAM.itemsize if path.exists() else 0
-		self.rows = np.memmap(path, dtype=STREAM, mode="r", shape=(rows,)) if rows else np.zeros(0, dtype=STREAM)
+		self.path, self.length = path, path.stat().st_size // STREAM.itemsize if path.exists() else 0
 		self.stems = {
 			split: [shard_stem(directory, split, i) for i in range(manifest["splits"][split]["shards"])] for split in SPLITS
 		}
 		self.documents = {split: [read_json(s.with_suffix(".json"))["documents"] for s in self.stems[split]] for split in SPLITS}
 		width = _signature_width(config)
 		fates = np.zeros(256, dtype=np.int64)
-		for a in range(0, rows, CHUNK_ROWS):  # in chunks: memory stays flat whatever the part's size
-			fates += np.bincount(np.asarray(self.rows["fate"][a : a + CHUNK_ROWS]), minlength=256)
+		last = PIECE_END
+		for rows in self._chunks():
+			fates += np.bincount(rows["fate"], minlength=256)
+			last = rows["fate"][-1]
 		self.indexed = int(fates[:COPY].sum())  # documents the replay puts in the index (at most)
 		dropped = directory / "dropped.sig"
 		if (
 			fates[TRAIN] != sum(self.documents["train"])
 			or fates[VALIDATION] != sum(self.documents["validation"])
 			or fates[INDEXED] != _dropped_rows(dropped, config)
-			or (rows and self.rows["fate"][-1] != PIECE_END)
+			or last != PIECE_END
 		):
 			raise DataMismatchError(f"{old}: {again}")
 
 		def signatures(stem: Path) -> Callable[[], np.ndarray]:
 			def load() -> np.ndarray:
 				try:
-					array = np.load(stem.with_suffix(".sig.npy"), mmap_mode="r", allow_pickle=False)
+					array = np.load(stem.with_suffix(".sig.npy"), allow_pickle=False)  # one shard's at a time
 				except (OSError, ValueError):
 					raise DataMismatchError(f"{stem.with_suffix('.sig.npy')} is missing or unreadable: {again}") from None
 				if array.ndim != 2 or array.shape[1] != width:
@@ -973,16 +975,31 @@ class _PartStream:
 
 			return load
 
+		def rows(start: int) -> Callable[[], np.ndarray]:
+			count = min(CHUNK_ROWS, int(fates[INDEXED]) - start)
+			return lambda: np.fromfile(dropped, dtype=np.uint32, count=count * width, offset=start * width * 4).reshape(count, width)
+
 		self.signatures = {
 			TRAIN: _Rows([signatures(s) for s in self.stems["train"]], width),
 			VALIDATION: _Rows([signatures(s) for s in self.stems["validation"]], width),
-			INDEXED: _Rows([lambda: np.memmap(dropped, dtype=np.uint32, mode="r", shape=(int(fates[INDEXED]), width))], width),
+			INDEXED: _Rows([rows(a) for a in range(0, int(fates[INDEXED]), CHUNK_ROWS)], width),
 		}
 
-	def piece_ends(self) -> Iterator[int]:
-		"""The rows that end a piece, in order."""
-		for a in range(0, len(self.rows), CHUNK_ROWS):
-			yield from (a + np.flatnonzero(np.asarray(self.rows["fate"][a : a + CHUNK_ROWS]) == PIECE_END)).tolist()
+	def _chunks(self) -> Iterator[np.ndarray]:
+		"""The stream's rows, CHUNK_ROWS at a time (read, not mapped: memory stays flat whatever the part's size)."""
+		for a in range(0, self.length, CHUNK_ROWS):
+			yield np.fromfile(self.path, dtype=STREAM, count=min(CHUNK_ROWS, self.length - a), offset=a * STREAM.itemsize)
+
+	def pieces(self) -> Iterator[np.ndarray]:
+		"""The stream's rows piece by piece, without the PIECE_END rows."""
+		carry = np.zeros(0, dtype=STREAM)
+		for chunk in self._chunks():
+			rows = np.concatenate([carry, chunk])
+			start = 0
+			for end in np.flatnonzero(rows["fate"] == PIECE_END).tolist():
+				yield rows[start:end]
+				start = end + 1
+			carry = rows[start:]
 
 	def locate(self, split: str, index: int) -> tuple[Path, int]:
 		"""(shard stem, document in it) of the part's document `index` of `split` (in stream order)."""
@@ -1001,29 +1018,25 @@ class _Replay:
 		self.config, self.source, self.dedup, self.decode = config, source, dedup, decode
 		self.counts: Counter = Counter()  # one run's counts (its splits: "train", "validation")
 		self.stored: Counter = Counter()  # documents and characters read, per split where they are stored
-		self.drops: list[dict[str, list[int]]] = []  # per part, per split: the part's documents one run drops
+		self.drops: list[dict[str, array]] = []  # per part, per split: the part's documents one run drops
 		self.examples: list[dict[str, list[str]]] = []  # per part: duplicates across parts, decoded
 		self.stopped = False  # the source's max_chars was reached
 		self.misplaced = self.lost = 0
 
 	def part(self, stream: _PartStream, bar: Any) -> None:
 		"""Replay one part's stream of this source, piece by piece (each piece enters the index whole, as in a run)."""
-		drops: dict[str, list[int]] = {split: [] for split in SPLITS}
+		drops = {split: array("q") for split in SPLITS}  # 8 bytes a dropped document
 		examples: dict[str, list[str]] = {"duplicates": [], "near_duplicates": []}
 		self.drops.append(drops)
 		self.examples.append(examples)
 		position = {TRAIN: 0, VALIDATION: 0}  # the part's next stored document of each split
-		fate_column, characters_column = stream.rows["fate"], stream.rows["characters"]
-		start = 0
-		for end in stream.piece_ends():
-			fates = np.asarray(fate_column[start:end])
-			characters = np.asarray(characters_column[start:end]).tolist()
-			bar.update(end + 1 - start)
-			start = end + 1
+		for rows in stream.pieces():
+			fates, characters = rows["fate"], rows["characters"].tolist()
+			bar.update(len(rows) + 1)
 			if self.stopped:  # one run read no further: whatever the part stored is dropped
 				for code in (TRAIN, VALIDATION):
 					stored = int(np.count_nonzero(fates == code))
-					drops[SPLITS[code]] += range(position[code], position[code] + stored)
+					drops[SPLITS[code]].extend(range(position[code], position[code] + stored))
 					position[code] += stored
 				continue
 			fed = fates[fates < COPY]
