@@ -249,6 +249,18 @@ def stored_hashes(directory: Path) -> list[int]:
 	return [int(low | high << np.uint64(32)) for low, high in np.concatenate(rows)]
 
 
+def one_run_and_two_parts(config: DataConfig, vocab: Path, root: Path) -> tuple[Path, Path]:
+	"""The dataset of one run (`root/one`) and its two parts, not merged yet (`root/merged`), with the same vocabulary."""
+	one, merged_dir = root / "one", root / "merged"
+	for folder in (one, merged_dir):
+		folder.mkdir(parents=True)
+		shutil.copy(vocab, folder / "vocab.txt")
+	create_data(config, one, progress=False)
+	for i in range(2):
+		create_data(config, merged_dir, shard=(i, 2), progress=False)
+	return one, merged_dir
+
+
 def test_two_parts_merged_equal_one_run(
 	built: tuple[Path, dict], corpus: Path, corpus_fr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,13 +301,7 @@ def test_two_parts_merged_equal_one_run(
 	)
 	for dedup in (False, True):
 		config = config_for(corpus, sources=sources, quality=QualityConfig(near_duplicates=dedup))
-		one, merged_dir = tmp_path / f"one-{dedup}", tmp_path / f"merged-{dedup}"
-		for folder in (one, merged_dir):
-			folder.mkdir()
-			shutil.copy(reference / "vocab.txt", folder / "vocab.txt")
-		create_data(config, one, progress=False)
-		for i in range(2):
-			create_data(config, merged_dir, shard=(i, 2), progress=False)
+		one, merged_dir = one_run_and_two_parts(config, reference / "vocab.txt", tmp_path / f"dedup-{dedup}")
 		assert not (merged_dir / "data.json").exists()
 		assert [
 			json.loads((merged_dir / "parts" / f"{i}-of-2" / "data.json").read_text())["pretrain"]["small"]["documents"]
@@ -376,13 +382,7 @@ def test_two_parts_merged_stop_where_one_run_stops(
 	total = json.loads((reference / "data.json").read_text())["pretrain"]["fiches"]["characters"]
 	source = SourceConfig("fiches", path=fiches.path, multiplier=3.0, max_chars=int(share * total))
 	config = config_for(corpus, sources=(source,))
-	one, merged_dir = tmp_path / "one", tmp_path / "merged"
-	for folder in (one, merged_dir):
-		folder.mkdir()
-		shutil.copy(reference / "vocab.txt", folder / "vocab.txt")
-	create_data(config, one, progress=False)
-	for i in range(2):
-		create_data(config, merged_dir, shard=(i, 2), progress=False)
+	one, merged_dir = one_run_and_two_parts(config, reference / "vocab.txt", tmp_path)
 	parts = [
 		json.loads((merged_dir / "parts" / f"{i}-of-2" / "data.json").read_text())["pretrain"]["fiches"]
 		for i in range(2)
