@@ -7,7 +7,8 @@ runs `--repeat` times, each in a fresh process, replaying every part through
 a new deduplication index. Per repeat: the merge's wall seconds per document, the CPU seconds of its main
 process per document, the peak RSS of the merge and its index processes; the parts' encoding (wall seconds
 per document, summed over the parts) gives the merge's cost as a share of making the parts. The documents
-the merge drops across parts are counted (the planted copies, and band-key collisions of the index).
+the merge drops across parts are counted: the planted copies that LSH finds (Jaccard 0.76 on word 5-grams: about
+80 % of them with 14 bands of 8).
 Run: python -m bench.merge [--documents 300000] [--parts 2] [--repeat 3] [--keep DIR]
 """
 
