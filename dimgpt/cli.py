@@ -308,7 +308,10 @@ def _create_data(sub: argparse._SubParsersAction) -> None:
 
 @command
 def _merge_data(sub: argparse._SubParsersAction) -> None:
-	p = sub.add_parser("merge-data", help="join the parts made by create-data --shard into one dataset (no copy)")
+	p = sub.add_parser(
+		"merge-data",
+		help="join the parts made by create-data --shard into one dataset, deduplicated as one run (no token copied)",
+	)
 	p.add_argument("out", help="the dataset folder given to create-data --out (it holds parts/I-of-N)")
 	p.add_argument("--no-progress", action="store_true", help="no summary table")
 
