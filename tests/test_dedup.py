@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -112,6 +119,39 @@ def test_a_resumed_index_decides_like_an_uninterrupted_one() -> None:
 		finally:
 			dedup.close()
 	assert (fates[0] == fates[1]).all()
+
+
+def test_index_processes_end_when_the_main_process_is_killed() -> None:
+	"""A killed create-data (SIGKILL, out of memory) leaves no index process behind holding its filters."""
+	script = (
+		"from dimgpt.config import QualityConfig\n"
+		"from dimgpt.data.dedup import Deduplicator\n"
+		"import time\n"
+		"dedup = Deduplicator(QualityConfig(), capacity=10_000, processes=3)\n"
+		"print(' '.join(str(p.pid) for p in dedup.processes), flush=True)\n"
+		"time.sleep(60)\n"
+	)
+	root = Path(__file__).resolve().parents[1]
+	main = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+	pids = [int(p) for p in main.stdout.readline().split()]
+	assert len(pids) == 3
+	main.send_signal(signal.SIGKILL)
+	main.wait()
+	deadline = time.time() + 10
+	while time.time() < deadline and any(alive(pid) for pid in pids):
+		time.sleep(0.05)
+	left = [pid for pid in pids if alive(pid)]
+	for pid in left:  # do not leave them running when the test fails
+		os.kill(pid, signal.SIGKILL)
+	assert not left
+
+
+def alive(pid: int) -> bool:
+	"""Whether process `pid` runs (a zombie, ended but not yet reaped, does not)."""
+	try:
+		return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+	except (FileNotFoundError, IndexError):
+		return False
 
 
 def test_index_size_and_wrongly_dropped_share_at_the_release_scale() -> None:

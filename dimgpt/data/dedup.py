@@ -111,9 +111,21 @@ def _group_index(group: int, size: int, rows: int, capacity: int, false_positive
 		)
 
 
-def _serve(connection: Any, groups: list[tuple[int, list[int]]], rows: int, capacity: int, false_positive: float) -> None:
+def _serve(
+	connection: Any,
+	groups: list[tuple[int, list[int]]],
+	rows: int,
+	capacity: int,
+	false_positive: float,
+	inherited: tuple[Any, ...] = (),
+) -> None:
 	"""An index process: for each batch of band keys received, add them and answer which documents had a
-	band key seen before (in its bands), in order."""
+	band key seen before (in its bands), in order.
+
+	inherited: the main process's ends of the pipes, closed here first: a forked copy held open would keep
+	`recv` waiting forever once the main process is killed (the process, and its filters' memory, left behind)."""
+	for other in inherited:
+		other.close()
 	filters = []  # (column in the keys, Bloom filter)
 	for group, bands in groups:
 		lsh = _group_index(group, len(bands), rows, capacity, false_positive)
@@ -121,7 +133,10 @@ def _serve(connection: Any, groups: list[tuple[int, list[int]]], rows: int, capa
 	columns = [band for band, _ in filters]
 	blooms = [bloom for _, bloom in filters]
 	while True:
-		keys = connection.recv()
+		try:
+			keys = connection.recv()
+		except (EOFError, OSError):  # the main process is gone
+			return
 		if keys is None:
 			return
 		hits = np.zeros(len(keys), dtype=bool)
@@ -156,7 +171,7 @@ class Deduplicator:
 			rows = settings.dedup_permutations // self.bands
 			for p in range(count):
 				mine, theirs = context.Pipe()
-				args = (theirs, groups[p::count], rows, capacity, settings.dedup_false_positive)
+				args = (theirs, groups[p::count], rows, capacity, settings.dedup_false_positive, (mine, *self.connections))
 				process = context.Process(target=_serve, args=args, daemon=True, name=f"dedup-index-{p}")
 				process.start()
 				theirs.close()
