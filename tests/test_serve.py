@@ -4,6 +4,7 @@ sampler and chat session on the same tiny model."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -30,6 +31,7 @@ from dimgpt.presets import get_preset
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.api import BackgroundServer, Limits, create_app, parse_messages
 from dimgpt.serve.engine import Engine
+from dimgpt.serve.worker import EngineProcess
 
 KEY = "test-key-123"
 NAME = "tiny-test"
@@ -46,7 +48,8 @@ def sampler(tokenizer: Tokenizer) -> Sampler:
 
 @pytest.fixture(scope="module")
 def server(sampler: Sampler):
-	engine = Engine(sampler, max_batch=16, max_queue=64)
+	"""As the serve command runs: the engine in a process of its own."""
+	engine = EngineProcess(sampler, max_batch=16, max_queue=64)
 	with BackgroundServer(create_app(engine, NAME, api_key=KEY, limits=Limits(max_tokens=64))) as running:
 		yield running
 	engine.close()
@@ -319,13 +322,27 @@ def endless(sampler: Sampler) -> Sampler:
 	return Sampler(model, sampler.tokenizer)
 
 
-@pytest.fixture
-def small_server(endless: Sampler):
+@contextlib.contextmanager
+def _small_server(kind: type[Engine] | type[EngineProcess], endless: Sampler):
 	"""One row, one waiting place, long answers allowed: a slot stays busy until freed."""
-	engine = Engine(endless, max_batch=1, max_queue=1)
+	engine = kind(endless, max_batch=1, max_queue=1)
 	with BackgroundServer(create_app(engine, NAME, limits=Limits(max_tokens=100_000))) as running:
 		yield running, engine
 	engine.close()
+
+
+@pytest.fixture(params=[EngineProcess, Engine], ids=["engine-process", "engine-thread"])
+def small_server(request, endless: Sampler):
+	"""The engine in a process of its own (as the serve command runs it) and in this one."""
+	with _small_server(request.param, endless) as running:
+		yield running
+
+
+@pytest.fixture
+def small_thread_server(endless: Sampler):
+	"""The engine in this process, where a test can reach its model."""
+	with _small_server(Engine, endless) as running:
+		yield running
 
 
 def _long_stream(http: httpx.Client, url: str):
@@ -363,8 +380,8 @@ def test_a_client_that_stops_waiting_for_a_whole_answer_frees_its_slot(small_ser
 	assert _wait_for(lambda: engine.stats()["running"] == 0) < 2.0
 
 
-def test_a_failed_step_fails_its_requests_and_the_server_goes_on(small_server, monkeypatch):
-	server, engine = small_server
+def test_a_failed_step_fails_its_requests_and_the_server_goes_on(small_thread_server, monkeypatch):
+	server, engine = small_thread_server
 	_wait_for(lambda: engine.stats()["running"] == engine.stats()["waiting"] == 0)  # no step of an earlier test
 	forward = engine.model.forward
 	calls = []

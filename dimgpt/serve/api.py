@@ -38,13 +38,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dimgpt.data import chat_format
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.engine import Engine, Output, QueueFull
 from dimgpt.serve.engine import Request as Job
+from dimgpt.serve.worker import EngineProcess
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_STOP_CHARS = 200
@@ -98,8 +99,11 @@ def model_name(path: str | Path) -> str:
 	return path.name
 
 
-def create_app(engine: Engine, name: str, *, api_key: str | None = None, limits: Limits | None = None) -> FastAPI:
-	"""The FastAPI application serving `engine`'s model under the id `name`."""
+def create_app(
+	engine: Engine | EngineProcess, name: str, *, api_key: str | None = None, limits: Limits | None = None
+) -> ASGIApp:
+	"""The ASGI application serving `engine`'s model (the engine in this process or in its own) under the
+	id `name`: FastAPI, and a shorter way in for the generation requests."""
 	limits = limits or Limits()
 	sampler: Sampler = engine.sampler
 	tokenizer = engine.tokenizer
@@ -318,17 +322,29 @@ def create_app(engine: Engine, name: str, *, api_key: str | None = None, limits:
 			)
 		return model_card()
 
-	@app.post("/v1/chat/completions")
-	async def chat_completions(request: Request) -> Response:
-		check_key(request)
-		return await run(request, await read_body(request), chat=True)
+	generation = {"/v1/chat/completions": True, "/v1/completions": False}  # path -> chat
 
+	@app.post("/v1/chat/completions")  # routed here too, so that other methods get FastAPI's 405
 	@app.post("/v1/completions")
-	async def completions(request: Request) -> Response:
+	async def generate(request: Request) -> Response:
 		check_key(request)
-		return await run(request, await read_body(request), chat=False)
+		return await run(request, await read_body(request), chat=generation[request.url.path])
 
-	return app
+	async def serve_request(scope: Scope, receive: Receive, send: Send) -> None:
+		# The generation requests skip FastAPI's middleware and routing: a few hundred microseconds of the
+		# event loop per request, and a burst of requests (clients whose answers ended together) waits for
+		# all of them in turn. Same handler, same errors; everything else goes through FastAPI.
+		if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in generation:
+			return await app(scope, receive, send)
+		try:
+			response = await generate(Request(scope, receive))
+		except ApiError as error:
+			response = error.response()
+		except Exception as error:
+			response = await _server_error(None, error)
+		await response(scope, receive, send)
+
+	return serve_request
 
 
 # --- request fields
@@ -478,8 +494,14 @@ class _Mailbox:
 
 async def _stream_events(
 	outputs: asyncio.Queue[Output], head: dict[str, Any], chat: bool, include_usage: bool
-) -> AsyncIterator[bytes]:
-	"""Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+) -> AsyncIterator[tuple[bytes, bool]]:
+	"""Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`: (bytes, more to come).
+
+	Each item is one write to the socket: a chat's opening role chunk goes out with the first text, and
+	the end (last text, finish reason, usage, [DONE]) in one piece. A write costs a system call here and
+	a wake-up and a read in the client; when the answers of a batch end together, their clients send
+	their next requests at once, and these writes stood in the way of the next first tokens.
+	"""
 	kind = "chat.completion.chunk" if chat else "text_completion"
 
 	def chunk(text: str | None, finish: str | None, first: bool = False) -> bytes:
@@ -492,8 +514,7 @@ async def _stream_events(
 			choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
 		return _event({**head, "object": kind, "choices": [choice]})
 
-	if chat:
-		yield chunk("", None, first=True)
+	opening = chunk("", None, first=True) if chat else b""
 	while True:
 		output = await outputs.get()
 		while not output.finish_reason and not outputs.empty():  # the client is behind: one chunk for all
@@ -503,16 +524,21 @@ async def _stream_events(
 		if output.finish_reason == "cancelled":
 			return
 		if output.finish_reason == "error":
-			yield _event(ApiError(500, f"generation failed: {output.error}", type="server_error").body())
+			yield (
+				opening + _event(ApiError(500, f"generation failed: {output.error}", type="server_error").body()),
+				False,
+			)
 			return
-		if output.text:
-			yield chunk(output.text, None)
+		events = [opening, chunk(output.text, None) if output.text else b""]
+		opening = b""
 		if output.finish_reason:
-			yield chunk(None, output.finish_reason)
+			events.append(chunk(None, output.finish_reason))
 			if include_usage:
-				yield _event({**head, "object": kind, "choices": [], "usage": _usage(output)})
-			yield b"data: [DONE]\n\n"
+				events.append(_event({**head, "object": kind, "choices": [], "usage": _usage(output)}))
+			events.append(b"data: [DONE]\n\n")
+			yield b"".join(events), False
 			return
+		yield b"".join(events), True
 
 
 def _event(data: dict[str, Any]) -> bytes:
@@ -533,7 +559,7 @@ class _EventStream(Response):
 
 	media_type = "text/event-stream"
 
-	def __init__(self, events: AsyncIterator[bytes], on_close: Any) -> None:
+	def __init__(self, events: AsyncIterator[tuple[bytes, bool]], on_close: Any) -> None:
 		# As StreamingResponse: no body, so no Content-Length header.
 		self.status_code, self.background = 200, None
 		self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -544,11 +570,13 @@ class _EventStream(Response):
 		watcher.add_done_callback(lambda task: None if task.cancelled() else self.on_close())
 		try:
 			await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-			async for event in self.events:
+			more = True
+			async for event, more in self.events:
 				if watcher.done():
 					break
-				await send({"type": "http.response.body", "body": event, "more_body": True})
-			await send({"type": "http.response.body", "body": b"", "more_body": False})
+				await send({"type": "http.response.body", "body": event, "more_body": more})
+			if more:  # cancelled, or the client left
+				await send({"type": "http.response.body", "body": b"", "more_body": False})
 		except OSError:  # the client went away mid-send
 			pass
 		finally:
@@ -563,7 +591,7 @@ class _EventStream(Response):
 class BackgroundServer:
 	"""uvicorn serving `app` in a thread of this process (tests, benchmarks, notebooks); `url` once started."""
 
-	def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+	def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
 		import uvicorn
 
 		self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
@@ -606,10 +634,11 @@ def serve(
 	from dimgpt.sampling import load_sampler
 
 	sampler = load_sampler(model, vocab, device)
-	# The engine thread runs Python between its torch calls; at the default 5 ms switch interval the
-	# event loop waits that long for the GIL each time it needs it, which delays every first token.
+	# The engine runs in a process of its own (see EngineProcess); here a thread hands its outputs to the
+	# event loop. At the default 5 ms switch interval the loop would wait that long for the GIL each time
+	# that thread holds it.
 	sys.setswitchinterval(SWITCH_INTERVAL_S)
-	engine = Engine(sampler, max_batch=max_batch, max_queue=max_queue)
+	engine = EngineProcess(sampler, max_batch=max_batch, max_queue=max_queue)
 	name = model_name(model)
 	app = create_app(engine, name, api_key=api_key, limits=limits)
 	where = f"http://{host}:{port}"

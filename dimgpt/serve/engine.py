@@ -70,7 +70,15 @@ class _Row:
 class Engine:
 	"""Runs requests on a Sampler's model and tokenizer in a background thread (see the module doc)."""
 
-	def __init__(self, sampler: Sampler, max_batch: int = 16, max_queue: int = 64) -> None:
+	def __init__(
+		self,
+		sampler: Sampler,
+		max_batch: int = 16,
+		max_queue: int = 64,
+		after_forward: Callable[[], None] | None = None,
+	) -> None:
+		"""`after_forward`, if given, runs on the engine thread after each prefill and step (and at the end),
+		once the rows that finished are dropped: EngineProcess sends their outputs in one go."""
 		if max_batch < 1 or max_queue < 0:
 			raise ValueError("max_batch must be at least 1 and max_queue at least 0")
 		self.sampler = sampler
@@ -92,6 +100,7 @@ class Engine:
 		self._waiting: deque[Request] = deque()
 		self._lock = threading.Condition()
 		self._closed = False
+		self._after_forward = after_forward or (lambda: None)
 		self._thread = threading.Thread(target=self._loop, name="dimgpt-engine", daemon=True)
 		self._thread.start()
 
@@ -148,16 +157,20 @@ class Engine:
 				with torch.inference_mode():
 					if admitted:
 						self._start(admitted)
-					self._drop_finished()
-					if admitted and self._waiting and len(self.rows) < self.max_batch:
-						continue  # requests that came during this prefill start before the next step
+						self._drop_finished()
+						self._after_forward()  # the first tokens go out now, not after the next step
+						if self._waiting and len(self.rows) < self.max_batch:
+							continue  # requests that came during this prefill start before the next step
 					if self.rows:
 						self._step()
-					self._drop_finished()
+						self._drop_finished()
 			except Exception as error:  # a failed step fails its requests, not the server
 				self._fail_all(f"{type(error).__name__}: {error}")
+			finally:
+				self._after_forward()
 		for row in list(self.rows):
 			self._finish_quietly(row.request)
+		self._after_forward()
 
 	def _start(self, requests: list[Request]) -> None:
 		"""Run the prompts, draw their first tokens and give them rows (unless that token ends them).
