@@ -6,7 +6,8 @@ continuous batching (`--max-batch 16`) vs one request at a time (`--max-batch 1`
 
 The `tiny` preset's model (random weights, seed 0; a 4,096-token vocabulary trained on the embedded
 corpus), float32 on the CPU, served by two `python -m dimgpt serve` processes started side by side
-(one per side, `--threads` torch threads each); this process runs the clients (threads, httpx).
+(one per side, `--threads` torch threads each); this process runs the clients (one thread and one
+keep-alive connection each, see `Connection`).
 Each client sends its requests one after another: a streamed chat completion of one short question,
 greedy, `max_tokens` 64 (a random model may stop earlier; both sides decode the same tokens, so the
 counts match). Aggregate tokens/s: completion tokens of all requests / wall time from the first
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -84,8 +86,66 @@ def start_server(model: Path, max_batch: int, threads: int) -> tuple[subprocess.
 		time.sleep(0.2)
 
 
-def one_request(http: httpx.Client, url: str, question: str, max_tokens: int) -> tuple[float, int, str]:
+class Connection:
+	"""One client's keep-alive HTTP/1.1 connection, written for this benchmark: a request is one socket
+	write of ready bytes, a response is read with a few lines of chunked decoding.
+
+	Why not httpx: its per-request and per-chunk work is a few hundred microseconds of Python, and the
+	16 client threads of this one process take turns on its GIL, so at 16 clients each measured time
+	held several milliseconds of waiting for the other clients of the benchmark itself. Clients of a real
+	server do not wait for one another; this client keeps that waiting small (and leaves the CPU to the
+	server, as clients on other machines would).
+	"""
+
+	def __init__(self, url: str) -> None:
+		host, port = url.removeprefix("http://").split(":")
+		self.host = f"{host}:{port}"
+		self.socket = socket.create_connection((host, int(port)))
+		self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+		self.buffer = b""
+
+	def close(self) -> None:
+		self.socket.close()
+
+	def _read_until(self, separator: bytes) -> bytes:
+		while separator not in self.buffer:
+			data = self.socket.recv(65536)
+			if not data:
+				raise ConnectionError("the server closed the connection")
+			self.buffer += data
+		line, self.buffer = self.buffer.split(separator, 1)
+		return line
+
+	def _read(self, size: int) -> bytes:
+		while len(self.buffer) < size:
+			data = self.socket.recv(65536)
+			if not data:
+				raise ConnectionError("the server closed the connection")
+			self.buffer += data
+		data, self.buffer = self.buffer[:size], self.buffer[size:]
+		return data
+
+	def post_events(self, path: str, body: dict) -> Iterator[bytes]:
+		"""POST `body` as JSON and yield the data of each server-sent event of the (chunked) answer."""
+		payload = json.dumps(body).encode()
+		head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+		self.socket.sendall(head.encode() + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+		status, *headers = self._read_until(b"\r\n\r\n").split(b"\r\n")
+		if b" 200 " not in status or b"transfer-encoding: chunked" not in b"\n".join(headers).lower():
+			raise RuntimeError(f"unexpected answer: {status!r}")
+		events = b""
+		while size := int(self._read_until(b"\r\n").split(b";")[0], 16):
+			events += self._read(size + 2)[:-2]
+			*complete, events = events.split(b"\n\n")
+			for event in complete:
+				if event.startswith(b"data: "):
+					yield event[6:]
+		self._read_until(b"\r\n")  # the end of the chunked body
+
+
+def one_request(connection: Connection, question: str, max_tokens: int) -> tuple[float, int, str]:
 	"""(seconds to the first text chunk, completion tokens, text) of one streamed chat completion."""
+	start = time.perf_counter()
 	body = {
 		"messages": [{"role": "user", "content": question}],
 		"temperature": 0,
@@ -93,21 +153,17 @@ def one_request(http: httpx.Client, url: str, question: str, max_tokens: int) ->
 		"stream": True,
 		"stream_options": {"include_usage": True},
 	}
-	start = time.perf_counter()
 	first, tokens, text = None, 0, []
-	with http.stream("POST", url + "/v1/chat/completions", json=body) as response:
-		if response.status_code != 200:
-			raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:200]!r}")
-		for line in response.iter_lines():
-			if not line.startswith("data: ") or line == "data: [DONE]":
-				continue
-			chunk = json.loads(line[6:])
-			if chunk.get("usage"):
-				tokens = chunk["usage"]["completion_tokens"]
-			if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-				if first is None:
-					first = time.perf_counter() - start
-				text.append(chunk["choices"][0]["delta"]["content"])
+	for data in connection.post_events("/v1/chat/completions", body):
+		if data == b"[DONE]":
+			continue
+		chunk = json.loads(data)
+		if chunk.get("usage"):
+			tokens = chunk["usage"]["completion_tokens"]
+		if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+			if first is None:
+				first = time.perf_counter() - start
+			text.append(chunk["choices"][0]["delta"]["content"])
 	return (first if first is not None else time.perf_counter() - start), tokens, "".join(text)
 
 
@@ -119,18 +175,21 @@ def run_clients(url: str, clients: int, requests: int, max_tokens: int) -> dict:
 	barrier = threading.Barrier(clients + 1)
 
 	def client(c: int) -> None:
-		with httpx.Client(timeout=600) as http:
-			barrier.wait()
-			for i in range(requests):
-				question = QUESTIONS[(c + i) % len(QUESTIONS)]
-				try:
-					ttft, tokens, text = one_request(http, url, question, max_tokens)
-				except Exception as error:
-					with lock:
-						errors.append(f"{type(error).__name__}: {error}")
-					continue
+		connection = Connection(url)
+		barrier.wait()
+		for i in range(requests):
+			question = QUESTIONS[(c + i) % len(QUESTIONS)]
+			try:
+				ttft, tokens, text = one_request(connection, question, max_tokens)
+			except Exception as error:
 				with lock:
-					results.append(((c + i) % len(QUESTIONS), ttft, tokens, text))
+					errors.append(f"{type(error).__name__}: {error}")
+				connection.close()
+				connection = Connection(url)  # the connection's state is unknown: a fresh one
+				continue
+			with lock:
+				results.append(((c + i) % len(QUESTIONS), ttft, tokens, text))
+		connection.close()
 
 	threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
 	for thread in threads:
