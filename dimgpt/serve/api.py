@@ -45,7 +45,7 @@ from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.engine import Engine, Output, QueueFull
 from dimgpt.serve.engine import Request as Job
-from dimgpt.serve.worker import EngineProcess
+from dimgpt.serve.worker import EngineProcess, unshareable
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 MAX_STOP_CHARS = 200
@@ -634,11 +634,15 @@ def serve(
 	from dimgpt.sampling import load_sampler
 
 	sampler = load_sampler(model, vocab, device)
-	# The engine runs in a process of its own (see EngineProcess); here a thread hands its outputs to the
-	# event loop. At the default 5 ms switch interval the loop would wait that long for the GIL each time
-	# that thread holds it.
+	# The engine runs in a process of its own (see EngineProcess), or in a thread of this one where the
+	# weights cannot be shared; either way a thread of this process hands its outputs to the event loop.
+	# At the default 5 ms switch interval the loop would wait that long for the GIL each time it holds it.
 	sys.setswitchinterval(SWITCH_INTERVAL_S)
-	engine = EngineProcess(sampler, max_batch=max_batch, max_queue=max_queue)
+	if reason := unshareable(sampler):
+		print(f"note: the engine runs in the server's process ({reason}; docker: --shm-size)", flush=True)
+		engine = Engine(sampler, max_batch=max_batch, max_queue=max_queue)
+	else:
+		engine = EngineProcess(sampler, max_batch=max_batch, max_queue=max_queue)
 	name = model_name(model)
 	app = create_app(engine, name, api_key=api_key, limits=limits)
 	where = f"http://{host}:{port}"

@@ -15,6 +15,8 @@ prefill or step come up another in one message, read by a thread that hands them
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import signal
 import threading
 from functools import partial
@@ -31,6 +33,21 @@ from dimgpt.sampling import Sampler
 from dimgpt.serve.engine import Engine, Output, QueueFull, Request
 
 START_TIMEOUT_S = 300  # the child imports torch and maps the weights
+
+
+def unshareable(sampler: Sampler) -> str | None:
+	"""Why the model's weights cannot be shared with a child process here, or None.
+
+	CPU tensors are shared through /dev/shm; containers often give it 64 MB, and a copy past its size
+	fails or kills the process (SIGBUS) at the first write, so the size is checked first.
+	"""
+	needed = sum(p.numel() * p.element_size() for p in sampler.model.parameters() if p.device.type == "cpu")
+	if needed == 0 or not os.path.isdir("/dev/shm"):
+		return None
+	free = shutil.disk_usage("/dev/shm").free
+	if free < needed * 1.1:
+		return f"/dev/shm has {free / 2**20:,.0f} MiB free, the weights need {needed / 2**20:,.0f} MiB"
+	return None
 
 
 class EngineProcess:
