@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,20 @@ def test_decode_bad_ids_and_unknowns(full_tokenizer: Tokenizer, embedded_tokeniz
 
 
 # --- vocab.txt
+
+
+def test_pickled_after_parallel_encoding(embedded_tokenizer: Tokenizer) -> None:
+	"""A tokenizer that started encoding workers still pickles (the serve command's engine process gets one):
+	without the workers, and the copy encodes the same."""
+	docs = list(embedded_documents())
+	texts = docs * (1_100_000 // sum(map(len, docs)) + 1)  # enough characters for the workers to start
+	expected = embedded_tokenizer.encode_batch(texts, workers=2)
+	assert embedded_tokenizer._workers is not None
+	copy = pickle.loads(pickle.dumps(embedded_tokenizer))
+	assert copy._workers is None and embedded_tokenizer._workers is not None
+	assert [ids.tolist() for ids in copy.encode_batch(docs, workers=1)] == [
+		ids.tolist() for ids in expected[: len(docs)]
+	]
 
 
 def test_save_load_round_trip(embedded_tokenizer: Tokenizer, tmp_path: Path) -> None:

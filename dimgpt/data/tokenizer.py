@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from itertools import chain, compress, count, islice, repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import regex
@@ -298,6 +299,11 @@ class Tokenizer:
 			pool = mp.get_context(method).Pool(workers, initializer=_worker_init, initargs=(self.vocab, trie))
 			self._workers = (workers, pool, weakref.finalize(self, pool.terminate))
 		return self._workers[1]
+
+	def __getstate__(self) -> dict[str, Any]:
+		"""What a pickled tokenizer carries (to a spawned process, e.g. the serve command's engine): the vocabulary
+		and its trie, not this process's encoding workers (a pool cannot be pickled) nor its caches (they refill)."""
+		return {**self.__dict__, "_workers": None, "_cache": {}, "_words": dict(_TAB_NEWLINE_IDS)}
 
 	def close(self) -> None:
 		"""Stop the worker processes of `encode_batch`, if any (they also stop with the tokenizer)."""
