@@ -39,6 +39,7 @@ import numpy as np
 import psutil
 
 from bench.common import SHARED_DATA, print_table, skip, spread_text, write_results
+from dimgpt.data.create import WORKER_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE_TOKENS = 52e9  # the DimensionGPT release's corpus
@@ -99,7 +100,7 @@ def encode_run(vocab_dir: Path, out: Path, cores: list[int], args: argparse.Name
 
 def worker_cpu(run: dict) -> float:
 	"""The workers' CPU seconds in one encoding run (every stage)."""
-	return sum(run["work"][f"{stage}_s"] for stage in ("read", "filter", "sign", "encode"))
+	return sum(run["work"][f"{stage}_s"] for stage in WORKER_STAGES)
 
 
 def dedup_index_cost(settings, documents: int, capacity: int, processes: int) -> dict[str, float]:
@@ -379,7 +380,7 @@ def main() -> None:
 				spread_text([i["load_average"] for i in items]),
 			]
 		)
-		for stage in ("read", "filter", "sign", "encode"):
+		for stage in WORKER_STAGES:
 			rates = [i["work"]["bytes"] / 1e6 / max(i["work"][f"{stage}_s"], 1e-9) for i in items]
 			stage_rows.append(
 				[label, f"worker: {stage}", spread_text(rates), spread_text([i["work"][f"{stage}_s"] for i in items])]
@@ -426,7 +427,7 @@ def main() -> None:
 	work = runs["2 cores, 2 workers"]
 	per_gb = {
 		stage: statistics.median([i["work"][f"{stage}_s"] / (i["work"]["bytes"] / 1e9) for i in work])
-		for stage in ("read", "filter", "sign", "encode")
+		for stage in WORKER_STAGES
 	}
 	per_gb["dedup (main)"] = statistics.median([i["times"]["dedup"] / (i["work"]["bytes"] / 1e9) for i in work])
 	print(

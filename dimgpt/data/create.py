@@ -409,11 +409,12 @@ def held_out(document_hash: int, fraction: float) -> bool:
 	return (document_hash >> 11) * 2.0**-53 < fraction
 
 
-def kept_split(document_hash: int, counts: Counter, config: DataConfig, first_part: bool) -> str:
-	"""The split of a kept document of a source whose kept documents so far are `counts` ("documents",
-	"validation"): held out by its hash, or, in the part that reads the source from its start (`first_part`),
-	every second document while the source has fewer than `min_validation_documents` in validation (a small
-	source still gets some)."""
+def kept_split(signature: np.ndarray, counts: Counter, config: DataConfig, first_part: bool) -> str:
+	"""The split of a kept document (its signature, whose first two columns are its 64-bit hash) of a source
+	whose kept documents so far are `counts` ("documents", "validation"): held out by its hash, or, in the part
+	that reads the source from its start (`first_part`), every second document while the source has fewer than
+	`min_validation_documents` in validation (a small source still gets some)."""
+	document_hash = int(signature[0]) | int(signature[1]) << 32
 	forced = first_part and counts["documents"] % 2 == 1 and counts["validation"] < config.min_validation_documents
 	return "validation" if held_out(document_hash, config.validation_fraction) or forced else "train"
 
@@ -520,16 +521,13 @@ class _SourceRun:
 				continue
 			if fates[d] in (EXACT, NEAR):
 				duplicate = "near_duplicates" if fates[d] == NEAR else "duplicates"
-				if fates[d] == NEAR:
-					self.dropped.append(signatures[d])
-				self.stream.append((INDEXED if fates[d] == NEAR else COPY, characters[d]))
+				self._not_stored(fates[d], signatures[d], characters[d])
 				self.counts[duplicate] += 1
 				self.counts["records"] += 1
 				self._example(duplicate, result["tokens"][offsets[d] : offsets[d + 1]])
 				d += 1
 				continue
-			key = int(signatures[d][0]) | int(signatures[d][1]) << 32
-			split = kept_split(key, self.counts, self.config, self.first_part)
+			split = kept_split(signatures[d], self.counts, self.config, self.first_part)
 			tokens = result["tokens"][offsets[d] : offsets[d + 1]]
 			with timer("writing"):
 				if self.writers[split].open and self.writers[split].offsets[-1] + len(tokens) > self.config.shard_tokens:
@@ -546,14 +544,21 @@ class _SourceRun:
 					if outcome != KEPT:
 						self.stream.append((FILTERED + outcome - 1, 0))
 						continue
-					if fates[d] != EXACT:
-						self.dropped.append(signatures[d])
-					self.stream.append((INDEXED if fates[d] != EXACT else COPY, characters[d]))
+					self._not_stored(fates[d], signatures[d], characters[d])
 					d += 1
 				self.stream.append((PIECE_END, 0))
 				return False
 		self.stream.append((PIECE_END, 0))
 		return True
+
+	def _not_stored(self, fate: int, signature: np.ndarray, characters: int) -> None:
+		"""A document no shard stores: an exact copy (nothing kept), else its signature goes to dropped.sig (the
+		index holds it: a near duplicate, or past max_chars)."""
+		if fate == EXACT:
+			self.stream.append((COPY, characters))
+		else:
+			self.dropped.append(signature)
+			self.stream.append((INDEXED, characters))
 
 	def _example(self, rule: str, tokens: np.ndarray) -> None:
 		if len(self.examples.setdefault(rule, [])) < EXAMPLES:
@@ -583,7 +588,7 @@ class _SourceRun:
 				"counts": dict(self.counts),
 				"examples": self.examples,
 				"dropped": _dropped_rows(self.dropped_path, self.config),
-				"stream": self.stream_path.stat().st_size // STREAM.itemsize if self.stream_path.exists() else 0,
+				"stream": _stream_rows(self.stream_path),
 			},
 		)
 
@@ -632,16 +637,22 @@ def _dropped_rows(path: Path, config: DataConfig) -> int:
 	return path.stat().st_size // (4 * _signature_width(config)) if path.exists() else 0
 
 
-def _dropped(path: Path, config: DataConfig, rows: int | None = None, truncate: bool = False) -> np.ndarray:
-	"""The first `rows` (default: all) signatures of a `dropped.sig` file (cut to them with `truncate`: what
-	a killed run appended after its last sync is encoded again)."""
+def _stream_rows(path: Path) -> int:
+	return path.stat().st_size // STREAM.itemsize if path.exists() else 0
+
+
+def _dropped(
+	path: Path, config: DataConfig, rows: int | None = None, truncate: bool = False, start: int = 0
+) -> np.ndarray:
+	"""`rows` signatures (default: all) of a `dropped.sig` file from row `start` (cut to the first `rows` with
+	`truncate`: what a killed run appended after its last sync is encoded again)."""
 	width = _signature_width(config)
 	rows = _dropped_rows(path, config) if rows is None else rows
 	if truncate and path.exists():
 		os.truncate(path, rows * 4 * width)
 	if not rows:
 		return np.zeros((0, width), dtype=np.uint32)
-	return np.fromfile(path, dtype=np.uint32, count=rows * width).reshape(rows, width)
+	return np.fromfile(path, dtype=np.uint32, count=rows * width, offset=start * width * 4).reshape(rows, width)
 
 
 def _settings(config: DataConfig, source: SourceConfig, shard: tuple[int, int]) -> dict[str, Any]:
@@ -712,8 +723,14 @@ def _encode(
 					jobs.append((index, k, listed[k], record if k == piece else 0))
 					total_bytes += listed[k].size
 					last[index] = k
-		work = {"bytes": 0, "workers": 0, **{f"{s}_s": 0.0 for s in WORKER_STAGES}, "dedup_capacity": capacity}
-		work |= {"start_s": 0.0, "worker_span_s": 0.0}
+		work = {
+			"bytes": 0,
+			"workers": 0,
+			**{f"{s}_s": 0.0 for s in WORKER_STAGES},
+			"dedup_capacity": capacity,
+			"start_s": 0.0,
+			"worker_span_s": 0.0,
+		}
 		if not runs:
 			return manifests, {**work, "dedup_documents": dedup.seen}
 		dtype = token_dtype(tokenizer.vocab_size).name
@@ -942,7 +959,7 @@ class _PartStream:
 		path = directory / "stream.rec"
 		old = f"{path} is missing or does not match the shards beside it (a part made by an older version, or damaged)"
 		again = f"delete {directory} and run that part's create-data again"
-		self.path, self.length = path, path.stat().st_size // STREAM.itemsize if path.exists() else 0
+		self.path, self.length = path, _stream_rows(path)
 		self.stems = {
 			split: [shard_stem(directory, split, i) for i in range(manifest["splits"][split]["shards"])] for split in SPLITS
 		}
@@ -977,7 +994,7 @@ class _PartStream:
 
 		def rows(start: int) -> Callable[[], np.ndarray]:
 			count = min(CHUNK_ROWS, int(fates[INDEXED]) - start)
-			return lambda: np.fromfile(dropped, dtype=np.uint32, count=count * width, offset=start * width * 4).reshape(count, width)
+			return lambda: _dropped(dropped, config, rows=count, start=start)
 
 		self.signatures = {
 			TRAIN: _Rows([signatures(s) for s in self.stems["train"]], width),
@@ -1074,7 +1091,7 @@ class _Replay:
 						if len(examples[duplicate]) < EXAMPLES:
 							examples[duplicate].append(self._text(stream, *where))
 					continue
-				split = kept_split(int(signature[0]) | int(signature[1]) << 32, self.counts, self.config, True)
+				split = kept_split(signature, self.counts, self.config, True)
 				self.misplaced += split != where[0]  # stays in the split its part wrote it to (see `manifest`)
 				self.counts["documents"] += 1
 				self.counts["characters"] += chars
