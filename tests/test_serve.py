@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +32,7 @@ from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
 from dimgpt.serve.api import BackgroundServer, Limits, create_app, parse_messages
-from dimgpt.serve.engine import Engine
+from dimgpt.serve.engine import Engine, Output, Request
 from dimgpt.serve.worker import EngineProcess
 
 KEY = "test-key-123"
@@ -117,6 +119,37 @@ def test_row_cache_gives_each_row_the_logits_of_its_sequence_alone():
 	assert [len(g) for g in got] == [leave + 1, steps - 5 + 1, steps - 5 + 1]
 	for k in range(3):
 		torch.testing.assert_close(torch.stack(got[k]), expected[k][: len(got[k])], rtol=1e-5, atol=1e-5)
+
+
+def test_batched_prompts_weigh_under_the_repetition_penalty_as_each_alone(sampler: Sampler):
+	"""Prompts of different lengths, one past the context (it runs alone), admitted together under a strong
+	repetition penalty: each row's history holds its own prompt's last `context` tokens, so each greedy
+	answer is the library's for its prompt alone."""
+	tokenizer = sampler.tokenizer
+	context = sampler.model.config.context_length
+	prompts = [[START_OF_TEXT, *tokenizer.encode(text)] for text in QUESTIONS]
+	prompts.append([START_OF_TEXT, *tokenizer.encode(" ".join(QUESTIONS * 20))][: context + 20])
+	assert len(prompts[-1]) == context + 20
+	settings = SamplingConfig(temperature=0, max_new_tokens=40, repetition_penalty=5.0)
+	expected = [tokenizer.decode(list(sampler.stream_ids(p, settings))) for p in prompts]
+	texts: list[list[str]] = [[] for _ in prompts]
+	ended = [threading.Event() for _ in prompts]
+
+	def emit(i: int, output: Output) -> None:
+		texts[i].append(output.text)
+		if output.finish_reason:
+			ended[i].set()
+
+	engine = Engine(sampler, max_batch=8)
+	try:
+		with engine._lock:  # all waiting before the engine thread looks: one admission
+			for i, prompt in enumerate(prompts):
+				engine.submit(Request(prompt, settings, functools.partial(emit, i)))
+		assert all(e.wait(60) for e in ended)
+	finally:
+		engine.close()
+	assert ["".join(t) for t in texts] == expected
+	assert len(set(expected)) == len(expected)  # the prompts lead to different answers
 
 
 # --- the API through the official client

@@ -120,12 +120,15 @@ def _flex_attention(device: torch.device) -> Any:
 	return _COMPILED_FLEX["cuda"]
 
 
-def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def decode_attention(
+	q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool = False
+) -> torch.Tensor:
 	"""Attention of new queries against cached keys, any order, under an explicit mask.
 
 	q: [B, T, H, D]; k, v: [B, Hkv, S, D] (the cache layout); mask: None (every key visible) or a
-	boolean [B, 1, T, S]. With one query per sequence the query heads of a group are stacked as
-	rows against their shared key head, so no key is ever repeated.
+	boolean [B, 1, T, S]; `causal`: no mask, key i seen by queries i and after (S = T). With one query
+	per sequence the query heads of a group are stacked as rows against their shared key head, so no
+	key is ever repeated.
 	"""
 	B, T, H, D = q.shape
 	groups = H // k.shape[1]
@@ -133,5 +136,5 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 		q = q.view(B, k.shape[1], groups, D)  # query head h uses key head h // groups
 		out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 		return out.reshape(B, 1, H, D)
-	out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, enable_gqa=True)
+	out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
 	return out.transpose(1, 2)

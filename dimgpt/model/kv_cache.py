@@ -23,6 +23,8 @@ import torch
 from dimgpt.config import ModelConfig
 from dimgpt.model.attention import decode_attention
 
+CAUSAL = "causal"  # KVCache's plan for a prefill into an empty cache: attention needs no mask
+
 
 class _Buffers:
 	"""The buffers both caches share: per layer, zeroed keys and values of `rows` sequences x `size` slots."""
@@ -80,6 +82,14 @@ class KVCache(_Buffers):
 				mask = None
 			else:
 				mask = ((self.slot_positions >= 0)[None, :] & self.slot_real)[:, None, None, :]
+		elif self.position == 0 and real is None and keep == T:
+			# An empty cache and no padding (a prefill): the new keys alone under plain causal attention,
+			# which is the window's mask while T <= window + 1. No mask to build, and half the keys of the
+			# path below, whose other half would be empty slots.
+			slots = positions % self.size
+			mask = CAUSAL
+			self.slot_positions[slots] = positions
+			self.slot_real[:, slots] = True
 		else:
 			if real is None:
 				real = torch.ones(self.slot_real.shape[0], T, dtype=torch.bool, device=device)
@@ -109,6 +119,10 @@ class KVCache(_Buffers):
 			cache_k[:, :, slots] = k[:, :, 0]  # slots is a plain int here: a copy, not an index_put
 			cache_v[:, :, slots] = v[:, :, 0]
 			return decode_attention(q, cache_k, cache_v, mask)
+		if mask is CAUSAL:
+			cache_k[:, :, slots] = k
+			cache_v[:, :, slots] = v
+			return decode_attention(q, k, v, None, causal=True)
 		all_k = torch.cat([cache_k, k], dim=2)
 		all_v = torch.cat([cache_v, v], dim=2)
 		cache_k[:, :, slots] = k[:, :, T - keep :]

@@ -195,15 +195,15 @@ class Engine:
 			logits = self.model(prompts, cache, select=last).float()
 			first = self.cache.add(cache, lengths)
 			self.rows += [self._row(r) for r in group]
-			# The history of each new row: its prompt's last `context` tokens, right-aligned.
-			recent = [r.prompt[-self.context :] for r in group]
+			# The history of each new row: its prompt's last `context` tokens, right-aligned (filled from one
+			# flat list: a [rows, context] nested list cost more than the rest of a prefill's bookkeeping).
 			rows = slice(first, first + len(group))
-			self.history[rows] = torch.tensor(
-				[[END_OF_TEXT] * (self.context - len(t)) + t for t in recent], dtype=torch.long, device=self.device
-			)
-			self.history_real[rows] = torch.tensor(
-				[[False] * (self.context - len(t)) + [True] * len(t) for t in recent], device=self.device
-			)
+			recent = torch.tensor([t for r in group for t in r.prompt[-self.context :]], device=self.device)
+			kept = torch.tensor([min(n, self.context) for n in lengths], device=self.device)
+			real = torch.arange(self.context, device=self.device) >= self.context - kept[:, None]
+			self.history_real[rows] = real
+			self.history[rows] = END_OF_TEXT
+			self.history[rows].masked_scatter_(real, recent)  # row by row, in order: each row's tokens at its end
 			self._accept(rows, self._choose(rows, logits))
 
 	def _row(self, request: Request) -> _Row:
