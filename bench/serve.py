@@ -17,11 +17,19 @@ alternating which side goes first; the table gives the median and min-max over r
 
 Targets: at 16 clients, batched >= 4x the aggregate tokens/s of one at a time; batched time to first
 token at 16 clients <= 2x that at 1 client.
+
+Each repeat also times the engine alone, in this process and without HTTP (same model, prompts and
+torch threads): 16 requests submitted at the same instant against 1, from submission to each first
+token (`--waves` times each). It is the part of the first-token ratio that no server code can remove:
+the prefill of 16 prompts against one. The last ratio row says what the 16-client / 1-client ratio
+would be if each extra client cost nothing but its share of that prefill: (T1 - E1 + E16) / T1, T1
+the server's 1-client first token, E1 and E16 the engine's, all from the same repeat.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -37,12 +45,15 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench.common import print_table, write_results
+from bench.common import print_table, spread_text, write_results
+from dimgpt.data import chat_format
 from dimgpt.data.corpus import embedded_documents
 from dimgpt.data.tokenizer import Tokenizer
 from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
+from dimgpt.sampling import ChatSession, SamplingConfig, load_sampler
+from dimgpt.serve.engine import Engine, Output, Request
 
 CLIENTS = (1, 4, 16)
 SIDES = {"batched": 16, "one at a time": 1}  # --max-batch of each side
@@ -210,9 +221,24 @@ def run_clients(url: str, clients: int, requests: int, max_tokens: int) -> dict:
 	}
 
 
-def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
-	v = [x * scale for x in values]
-	return f"{statistics.median(v):.{digits}f} [{min(v):.{digits}f}-{max(v):.{digits}f}]"
+def engine_first_token(engine: Engine, prompts: list[list[int]], requests: int, waves: int) -> float:
+	"""Median seconds from submitting `requests` requests together (greedy, one new token each) to each
+	one's first output, over `waves` rounds."""
+	times: list[float] = []
+	done = threading.Semaphore(0)
+
+	def record(start: float, output: Output) -> None:  # engine thread; one new token: the only output
+		times.append(time.perf_counter() - start)
+		done.release()
+
+	for _ in range(waves):
+		emit = functools.partial(record, time.perf_counter())
+		for i in range(requests):
+			settings = SamplingConfig(temperature=0, max_new_tokens=1)
+			engine.submit(Request(prompts[i % len(prompts)], settings, emit, stop_ids=chat_format.ANSWER_ENDS))
+		for _ in range(requests):
+			done.acquire()
+	return statistics.median(times)
 
 
 def main() -> None:
@@ -221,16 +247,23 @@ def main() -> None:
 	parser.add_argument("--requests", type=int, default=4, help="requests per client (default: 4)")
 	parser.add_argument("--max-tokens", type=int, default=64)
 	parser.add_argument("--threads", type=int, default=1, help="torch threads of each server (default: 1)")
+	parser.add_argument("--waves", type=int, default=8, help="rounds of the engine-alone timing (default: 8)")
 	args = parser.parse_args()
 
 	with tempfile.TemporaryDirectory() as tmp:
 		model = Path(tmp) / "tiny"
 		make_model(model)
 		servers = {side: start_server(model, batch, args.threads) for side, batch in SIDES.items()}
+		torch.set_num_threads(args.threads)
+		sampler = load_sampler(model, None, "cpu")
+		engine = Engine(sampler, max_batch=max(SIDES.values()))
+		prompts = [ChatSession(sampler).prompt_ids(q) for q in QUESTIONS]  # as the server builds them
 		try:
 			for _, url in servers.values():  # warm-up: first forward, encoder
 				run_clients(url, 1, 1, 8)
+			engine_first_token(engine, prompts, max(CLIENTS), 2)
 			runs: dict[tuple[str, int], list[dict]] = {}
+			alone: dict[int, list[float]] = {1: [], max(CLIENTS): []}  # engine alone: requests -> seconds
 			for repeat in range(args.repeats):
 				order = list(SIDES) if repeat % 2 == 0 else list(SIDES)[::-1]
 				for clients in CLIENTS:
@@ -243,7 +276,15 @@ def main() -> None:
 							+ (f"  {len(result['errors'])} errors" if result["errors"] else ""),
 							flush=True,
 						)
+				for requests in alone if repeat % 2 == 0 else list(alone)[::-1]:
+					alone[requests].append(engine_first_token(engine, prompts, requests, args.waves))
+					print(
+						f"repeat {repeat + 1}/{args.repeats}  {requests:2d} requests engine alone  "
+						f"first token {alone[requests][-1] * 1000:7.1f} ms",
+						flush=True,
+					)
 		finally:
+			engine.close()
 			for process, _ in servers.values():
 				process.terminate()
 				process.wait(timeout=30)
@@ -258,16 +299,21 @@ def main() -> None:
 				[
 					clients,
 					side,
-					spread([r["tokens_per_s"] for r in rs]),
-					spread([r["ttft_s"] for r in rs], 1000),
+					spread_text([r["tokens_per_s"] for r in rs]),
+					spread_text([r["ttft_s"] * 1000 for r in rs]),
 					sum(r["tokens"] for r in rs) // len(rs),
 				]
 			)
 	header = ["clients", "decoding", "tokens/s (aggregate)", "first token, ms", "tokens a run"]
 	print_table(
-		f"Serving, tiny preset, CPU, {args.threads} torch thread(s) a server: median [min-max] of {args.repeats}",
+		f"Serving, tiny preset, CPU, {args.threads} torch thread(s) a server: median (min-max) of {args.repeats}",
 		header,
 		rows,
+	)
+	print_table(
+		f"The engine alone (this process, no HTTP): requests submitted together, median (min-max) of {args.repeats}",
+		["requests", "first token, ms"],
+		[[n, spread_text([t * 1000 for t in times])] for n, times in alone.items()],
 	)
 
 	def ratio(a: list[dict], b: list[dict], key: str) -> list[float]:
@@ -275,9 +321,17 @@ def main() -> None:
 
 	speedup = {c: ratio(runs[("batched", c)], runs[("one at a time", c)], "tokens_per_s") for c in CLIENTS}
 	ttft_ratio = ratio(runs[("batched", 16)], runs[("batched", 1)], "ttft_s")
-	ratio_rows = [[f"tokens/s, batched / one at a time, {c} clients", spread(speedup[c], digits=2)] for c in CLIENTS]
-	ratio_rows.append(["first token, batched: 16 clients / 1 client", spread(ttft_ratio, digits=2)])
-	print_table("Ratios (same repeat, median [min-max])", ["ratio", "value"], ratio_rows)
+	engine_ratio = [e16 / e1 for e1, e16 in zip(alone[1], alone[16])]
+	# The server's 1-client first token with the engine's 1-request time replaced by its 16-request time.
+	t1 = [r["ttft_s"] for r in runs[("batched", 1)]]
+	prefill_only = [(t - e1 + e16) / t for t, e1, e16 in zip(t1, alone[1], alone[16])]
+	ratio_rows = [[f"tokens/s, batched / one at a time, {c} clients", spread_text(speedup[c])] for c in CLIENTS]
+	ratio_rows += [
+		["first token, batched: 16 clients / 1 client", spread_text(ttft_ratio)],
+		["first token, engine alone: 16 requests / 1", spread_text(engine_ratio)],
+		["  16 clients / 1 if a client cost only its prefill", spread_text(prefill_only)],
+	]
+	print_table("Ratios (same repeat, median (min-max))", ["ratio", "value"], ratio_rows)
 	targets = {
 		"tokens/s at 16 clients >= 4x one at a time": statistics.median(speedup[16]) >= 4,
 		"first token at 16 clients <= 2x at 1 client": statistics.median(ttft_ratio) <= 2,
@@ -295,6 +349,9 @@ def main() -> None:
 			},
 			"speedup": {str(c): v for c, v in speedup.items()},
 			"ttft_16_over_1": ttft_ratio,
+			"engine_alone_first_token_s": {str(n): times for n, times in alone.items()},
+			"engine_alone_16_over_1": engine_ratio,
+			"ttft_16_over_1_if_only_prefill": prefill_only,
 			"targets": targets,
 			"errors": errors,
 			"same_answers": same,
