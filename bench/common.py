@@ -24,16 +24,6 @@ def skip(reason: str) -> None:
 	raise SystemExit(SKIPPED)
 
 
-def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
-	"""Fastest wall time of `repeat` calls, in seconds (the least disturbed by a noisy machine)."""
-	times = []
-	for _ in range(repeat):
-		start = time.perf_counter()
-		fn()
-		times.append(time.perf_counter() - start)
-	return min(times)
-
-
 def alternate(sides: dict[str, Callable[[], Any]], repeats: int, warm_up: bool = True) -> dict[str, list[dict]]:
 	"""Time each side once per repeat, side by side, the order reversed every other repeat so that no side
 	always runs first (or always right after another) on a machine whose load moves.

@@ -6,10 +6,12 @@ corpus where it is absent):
   (b) ours (dimgpt.data.tokenizer) with its numba kernel, and (b') without numba (word cache),
   (c) a Hugging Face byte-level BPE of the same vocab size trained on the same text (`encode_batch`),
   (d) tiktoken built from (c)'s merges.
-(a) and (b) run in worker processes that get the vocabulary once; every speed is the best of 3
-calls after a first one, which is reported apart for (b) (it builds the trie, loads the compiled
-kernel and starts the workers). Vocabulary training (ours and (c)) runs in a child process each, so its time and peak memory do not
-mix with the rest. Run: python -m bench.tokenizer [--mb 5] [--vocab 32000] [--no-full]
+(a) and (b) run in worker processes that get the vocabulary once. Speeds are MB/s of UTF-8 text
+(bytes); each side is called once untimed, then `--repeats` times in turn with the others (order
+reversed every other repeat), and the tables give the median (min-max); (b)'s first call is reported
+apart (it builds the trie, loads the compiled kernel and starts the workers), and so are the cold and
+warmed word caches (one call each by nature). Vocabulary training (ours and (c)) runs in a child
+process each, so its time and peak memory do not mix with the rest. Run: python -m bench.tokenizer [--mb 5] [--vocab 32000] [--repeats 3] [--no-full]
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import SHARED_DATA, best_of, print_table, write_results
+from bench.common import SHARED_DATA, alternate, print_table, spread, spread_text, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -175,10 +178,13 @@ def _oracle_encode(text: str) -> list[int]:
 
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-	parser.add_argument("--mb", type=float, default=5.0, help="MB of text to encode and to train on")
+	parser.add_argument("--mb", type=float, default=5.0, help="millions of characters to encode and to train on")
+	parser.add_argument("--repeats", type=int, default=3, help="alternated timed calls of each side (default: 3)")
 	parser.add_argument("--vocab", type=int, default=32_000)
 	parser.add_argument("--no-full", action="store_true", help="skip vocabulary training on the whole corpus")
-	parser.add_argument("--big-mb", type=int, default=100, help="size of the single-document test (0: skip)")
+	parser.add_argument(
+		"--big-mb", type=int, default=100, help="millions of characters of the single-document test (0: skip)"
+	)
 	parser.add_argument("--train-child", nargs=2, metavar=("WHICH", "CHARS"), help=argparse.SUPPRESS)
 	parser.add_argument("--big-child", type=int, help=argparse.SUPPRESS)
 	args = parser.parse_args()
@@ -197,33 +203,47 @@ def main() -> None:
 	texts, source = load_text(chars)
 	held_out, _ = load_text(1_000_000, skip=chars)
 	other, _ = load_text(chars, skip=chars + 1_000_000)  # warms the cache for the steady-state row
-	mb = sum(map(len, texts)) / 1e6
+	mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6  # speeds are in MB/s of UTF-8 text (bytes)
 	cores = os.cpu_count() or 1
-	print(f"{mb:.1f} MB of {source} in {len(texts)} pieces, {cores} cores, vocab {args.vocab}")
+	print(
+		f"{mb:.2f} MB ({chars / 1e6:.2f} M characters) of {source} in {len(texts)} pieces, {cores} cores, vocab {args.vocab}"
+	)
 
 	ours = Tokenizer.train(texts, args.vocab, progress=False)
 	byte_bpe = train_byte_bpe(texts, args.vocab)
 	tik = tiktoken_from(byte_bpe)
-
 	oracle = functools.partial(tokenizer_oracle.encode, vocab=ours.vocab)
-	results: dict[str, float] = {}
-	results["clean"] = mb / best_of(lambda: [clean(t) for t in texts])
-	results["a_single"] = mb / best_of(lambda: [oracle(t) for t in texts])
 	oracle_ids = [oracle(t) for t in texts[:20]]  # what ours must give on these (checked below)
-	# The workers get the vocabulary once, as ours do (sending it with every task would slow (a) down).
-	with mp.get_context("fork").Pool(cores, initializer=_oracle_init, initargs=(ours.vocab,)) as pool:
-		results["a_batched"] = mb / best_of(lambda: pool.map(_oracle_encode, texts, chunksize=1))
+	results: dict[str, dict[str, float]] = {}  # row -> median, min, max MB/s
 
-	# (b) compiled: one call first builds the trie, loads the kernel and starts the workers (timed
-	# apart as start-up); then the best of 3, as for the others.
-	for workers, name in ((1, "b_single"), (cores, "b_batched")):
-		compiled = Tokenizer(ours.vocab, compiled=True)
+	# (b) compiled: the first call builds the trie, loads the kernel and starts the workers, timed apart.
+	compiled = {1: Tokenizer(ours.vocab, compiled=True), cores: Tokenizer(ours.vocab, compiled=True)}
+	for workers, tokenizer in compiled.items():
 		start = time.perf_counter()
-		ids = compiled.encode_batch(texts, workers=workers)
-		results[f"{name}_first_call"] = mb / (time.perf_counter() - start)
-		results[name] = mb / best_of(functools.partial(compiled.encode_batch, texts, workers=workers))
-		compiled.close()
+		ids = tokenizer.encode_batch(texts, workers=workers)
+		name = "b_single" if workers == 1 else "b_batched"
+		results[f"{name}_first_call"] = spread([mb / (time.perf_counter() - start)])
 		assert [x.tolist() for x in ids[:20]] == oracle_ids, "ours (compiled) and the oracle disagree"
+
+	# The workers of (a) get the vocabulary once, as ours do (sending it with every task would slow (a) down).
+	with mp.get_context("fork").Pool(cores, initializer=_oracle_init, initargs=(ours.vocab,)) as pool:
+		sides = {
+			"clean": lambda: [clean(t) for t in texts],
+			"a_single": lambda: [oracle(t) for t in texts],
+			"a_batched": lambda: pool.map(_oracle_encode, texts, chunksize=1),
+			"b_single": functools.partial(compiled[1].encode_batch, texts, workers=1),
+			"b_batched": functools.partial(compiled[cores].encode_batch, texts, workers=cores),
+			"c_single": lambda: [byte_bpe.encode(t, add_special_tokens=False) for t in texts],
+			"c_batched": lambda: byte_bpe.encode_batch(texts, add_special_tokens=False),
+			"d_single": lambda: [tik.encode_ordinary(t) for t in texts],
+			"d_batched": lambda: tik.encode_ordinary_batch(texts, num_threads=cores),
+		}
+		# Every side once per repeat, in turn (the order reversed every other repeat), after a first call each.
+		times = alternate(sides, args.repeats)
+	speeds = {name: [mb / t["wall"] for t in runs] for name, runs in times.items()}
+	results.update({name: spread(v) for name, v in speeds.items()})
+	for tokenizer in compiled.values():
+		tokenizer.close()
 
 	def word_cache(workers: int) -> float:
 		"""(b') without numba: cold (empty cache, no worker pool: the first call pays for both)."""
@@ -232,23 +252,20 @@ def main() -> None:
 		ids = fresh.encode_batch(texts, workers=workers)
 		seconds = time.perf_counter() - start
 		fresh.close()
-		# Steady state of a long job: the cache (and pool) already hold what 5 MB of *other* text taught
+		# Steady state of a long job: the cache (and pool) already hold what as much *other* text taught
 		# them; the text measured is then partly seen, partly new, as in create_data after a while.
 		warmed = Tokenizer(ours.vocab, compiled=False)
 		warmed.encode_batch(other, workers=workers)
 		start = time.perf_counter()
 		warmed.encode_batch(texts, workers=workers)
-		results[f"bw_{'single' if workers == 1 else 'batched'}_warm"] = mb / (time.perf_counter() - start)
+		results[f"bw_{'single' if workers == 1 else 'batched'}_warm"] = spread([mb / (time.perf_counter() - start)])
 		warmed.close()
 		assert [x.tolist() for x in ids[:20]] == oracle_ids, "ours (word cache) and the oracle disagree"
 		return mb / seconds
 
-	results["bw_single"] = word_cache(1)
-	results["bw_batched"] = word_cache(cores)
-	results["c_batched"] = mb / best_of(lambda: byte_bpe.encode_batch(texts, add_special_tokens=False))
-	results["c_single"] = mb / best_of(lambda: [byte_bpe.encode(t, add_special_tokens=False) for t in texts], repeat=1)
-	results["d_batched"] = mb / best_of(lambda: tik.encode_ordinary_batch(texts, num_threads=cores))
-	results["d_single"] = mb / best_of(lambda: [tik.encode_ordinary(t) for t in texts])
+	# Cold and warmed caches are one call each by nature (a second call would find the cache warm).
+	results["bw_single"] = spread([word_cache(1)])
+	results["bw_batched"] = spread([word_cache(cores)])
 
 	held_chars = sum(map(len, held_out))
 	cpt = {
@@ -259,50 +276,82 @@ def main() -> None:
 	}
 	ours.close()
 
+	def cell(name: str) -> str:
+		r = results[name]
+		return f"{r['median']:.3g}" if r["min"] == r["max"] else spread_text([r["median"], r["min"], r["max"]])
+
+	def over_b(name: str) -> str:  # this side's speed / (b) batched's, repeat by repeat
+		if name not in speeds:
+			return f"{results[name]['median'] / results['b_batched']['median']:.2f}"
+		return spread_text([x / y for x, y in zip(speeds[name], speeds["b_batched"])])
+
 	rows = [
-		["clean (ours)", results["clean"], "", "", ""],
-		["(a) plain algorithm, clean+encode", results["a_single"], results["a_batched"], "", cpt["a"]],
-		["(b) ours, compiled (numba), clean+encode", results["b_single"], results["b_batched"], "", cpt["b"]],
+		["clean (ours)", cell("clean"), "", "", ""],
+		["(a) plain algorithm, clean+encode", cell("a_single"), cell("a_batched"), over_b("a_batched"), cpt["a"]],
 		[
-			"(b) same, first call (+ trie, kernel, workers)",
-			results["b_single_first_call"],
-			results["b_batched_first_call"],
-			"",
+			"(b) ours, compiled (numba), clean+encode",
+			cell("b_single"),
+			cell("b_batched"),
+			over_b("b_batched"),
+			cpt["b"],
+		],
+		[
+			"(b) same, first call (+ trie, kernel, workers), 1 call",
+			cell("b_single_first_call"),
+			cell("b_batched_first_call"),
+			over_b("b_batched_first_call"),
 			"",
 		],
-		["(b') ours without numba (word cache), cold", results["bw_single"], results["bw_batched"], "", ""],
-		["(b') same, cache warmed on other text", results["bw_single_warm"], results["bw_batched_warm"], "", ""],
-		["(c) HF byte-level BPE, encode", results["c_single"], results["c_batched"], "", cpt["c"]],
-		["(d) tiktoken from (c), encode", results["d_single"], results["d_batched"], "", cpt["d"]],
+		[
+			"(b') ours without numba (word cache), cold, 1 call",
+			cell("bw_single"),
+			cell("bw_batched"),
+			over_b("bw_batched"),
+			"",
+		],
+		[
+			"(b') same, cache warmed on other text, 1 call",
+			cell("bw_single_warm"),
+			cell("bw_batched_warm"),
+			over_b("bw_batched_warm"),
+			"",
+		],
+		["(c) HF byte-level BPE, encode", cell("c_single"), cell("c_batched"), over_b("c_batched"), cpt["c"]],
+		["(d) tiktoken from (c), encode", cell("d_single"), cell("d_batched"), over_b("d_batched"), cpt["d"]],
 	]
-	for row in rows:
-		row[3] = f"{row[2] / results['b_batched']:.2f}" if row[2] else ""
 	print_table(
-		f"speed on {mb:.1f} MB (MB/s of raw text), characters per token on 1 MB held out",
-		["", "1 process", f"{cores} cores", "÷ (b)", "chars/token"],
+		f"speed on {mb:.2f} MB, MB/s of UTF-8 text: median (min-max) of {args.repeats} alternated repeats unless "
+		"'1 call'; characters per token on 1 M characters held out",
+		["", "1 process", f"{cores} cores", f"{cores} cores ÷ (b)", "chars/token"],
 		rows,
 	)
 
+	def ratios(a: str, b: str) -> list[float]:
+		return [x / y for x, y in zip(speeds[a], speeds[b])]
+
 	targets = [
-		["(b) batched ≥ 5× (a) batched", results["b_batched"] / results["a_batched"], 5.0],
-		["(b) batched ≥ 2× (c) batched", results["b_batched"] / results["c_batched"], 2.0],
-		["(b) batched vs (d) batched (aim)", results["b_batched"] / results["d_batched"], 1.0],
+		["(b) batched ≥ 5× (a) batched", ratios("b_batched", "a_batched"), 5.0],
+		["(b) batched ≥ 2× (c) batched", ratios("b_batched", "c_batched"), 2.0],
+		["(b) batched vs (d) batched (aim)", ratios("b_batched", "d_batched"), 1.0],
 	]
 	print_table(
-		"targets (ratios)",
-		["target", "measured", "needed"],
-		[[*t, "met" if t[1] >= t[2] else "MISSED"] for t in targets],
+		"targets (ratios of the same repeat, median (min-max))",
+		["target", "measured", "needed", ""],
+		[
+			[name, spread_text(v), need, "met" if statistics.median(v) >= need else "MISSED"]
+			for name, v, need in targets
+		],
 	)
 
 	training = {}
-	sizes = [("5 MB", chars)] + ([] if args.no_full else [("whole corpus", None)])
+	sizes = [(f"{chars / 1e6:g}M chars", chars)] + ([] if args.no_full else [("whole corpus", None)])
 	for label, size in sizes:
 		for which in ("ours", "c"):
 			training[f"{which} {label}"] = measure_training(which, size, args.vocab)
 	rows = [[k, v["chars"] / 1e6, v["seconds"], v["peak_mb"], v["worker_peak_mb"]] for k, v in training.items()]
 	print_table(
 		f"vocabulary training ({args.vocab} tokens), each in a child process",
-		["", "MB", "seconds", "peak MB", "its workers' peak MB"],
+		["", "M characters", "seconds", "peak MB", "its workers' peak MB"],
 		rows,
 	)
 	for label, _ in sizes:
@@ -317,8 +366,8 @@ def main() -> None:
 			subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
 		)
 		print(
-			f"\none {args.big_mb} MB document, clean+encode on {cores} cores: {big['seconds']:.1f} s "
-			f"({args.big_mb / big['seconds']:.1f} MB/s), {big['tokens']:,} tokens, peak RSS {big['peak_mb']:,.0f} MB "
+			f"\none document of {args.big_mb}M characters, clean+encode on {cores} cores: {big['seconds']:.1f} s "
+			f"({args.big_mb / big['seconds']:.1f}M characters/s), {big['tokens']:,} tokens, peak RSS {big['peak_mb']:,.0f} MB "
 			f"(text and vocab alone: {big['before_mb']:,.0f} MB), workers' peak {big['worker_peak_mb']:,.0f} MB"
 		)
 	write_results(
@@ -328,6 +377,8 @@ def main() -> None:
 			"source": source,
 			"vocab": args.vocab,
 			"speed_mb_s": results,
+			"speed_mb_s_runs": speeds,
+			"repeats": args.repeats,
 			"chars_per_token": cpt,
 			"training": training,
 			"big_document": big,
