@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import SHARED_DATA, print_table, write_results
+from bench.common import SHARED_DATA, print_table, spread_text, write_results
 from dimgpt.data.corpus import embedded_documents
 from dimgpt.data.tokenizer import START_OF_TEXT, Tokenizer
 from dimgpt.evaluation import Scorer, evaluate, load_model_and_tokenizer
@@ -92,10 +92,6 @@ def timed(fn):
 	return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def spread(values: list[float], digits: int = 0) -> str:
-	return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
-
-
 def main() -> None:
 	parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 	parser.add_argument("--model", help="weights to evaluate (default: the tiny preset's shape, random weights)")
@@ -147,9 +143,9 @@ def main() -> None:
 					name,
 					f"{len(documents):,}",
 					f"{results['ours'][2]:,}",
-					spread(rates["ours"]),
-					spread(rates["theirs"]),
-					spread(ratios, 2),
+					spread_text(rates["ours"]),
+					spread_text(rates["theirs"]),
+					spread_text(ratios),
 					f"{bpb['ours']:.6f}",
 					f"{bpb['theirs']:.6f}",
 					f"{difference:.1e}",
