@@ -129,7 +129,7 @@ def main() -> None:
 # the merge in a fresh process: its wall and main-process CPU seconds, and the peak RSS of it and its index processes
 MERGE = """
 import json, resource, sys, time
-from dimgpt.data.create import merge_data
+from dimgpt.data.merge import merge_data
 start, cpu = time.perf_counter(), time.process_time()
 merge_data(sys.argv[1], progress=False)
 wall, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -316,7 +316,7 @@ def _merge_data(sub: argparse._SubParsersAction) -> None:
 	p.add_argument("--no-progress", action="store_true", help="no summary table")
 
 	def handler(args: argparse.Namespace) -> int:
-		from dimgpt.data.create import merge_data
+		from dimgpt.data.merge import merge_data
 
 		merge_data(args.out, progress=not args.no_progress)
 		print(f"dataset written to {args.out}")

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from dimgpt.config import DataConfig, QualityConfig, SourceConfig
-from dimgpt.data import create, quality
-from dimgpt.data.create import create_data, held_out, merge_data, resolve_config, sample_quotas, source_from_spec
+from dimgpt.data import merge, quality
+from dimgpt.data.create import create_data, held_out, resolve_config, sample_quotas, source_from_spec
 from dimgpt.data.loader import PretrainLoader
+from dimgpt.data.merge import merge_data
 from dimgpt.data.sources import document_hash, documents
 from dimgpt.data.store import StoreError, verify_dataset
 from dimgpt.data.tokenizer import END_OF_TEXT, START_OF_TEXT, Tokenizer
@@ -363,7 +364,7 @@ def test_two_parts_merged_equal_one_run(
 			texts = {name: list(t) for name, t in dataset_texts(merged_dir, split).items()}  # evaluate's text
 			assert texts == {name: list(t) for name, t in dataset_texts(one, split).items()}
 	manifests = {n: (merged_dir / "pretrain" / n / "source.json").read_text() for n in ("legi", "fiches", "small")}
-	monkeypatch.setattr(create, "CHUNK_ROWS", 7)  # streams and signatures read 7 rows at a time: the same merge
+	monkeypatch.setattr(merge, "CHUNK_ROWS", 7)  # streams and signatures read 7 rows at a time: the same merge
 	merge_data(merged_dir, progress=False)
 	assert {n: (merged_dir / "pretrain" / n / "source.json").read_text() for n in manifests} == manifests
 	(merged_dir / "parts" / "1-of-2" / "pretrain" / "fiches" / "stream.rec").unlink()  # a part of an older version
