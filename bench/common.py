@@ -50,10 +50,16 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 	return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def spread_text(values: Sequence[float], suffix: str = "") -> str:
-	"""`median (min-max)` of `values`, for a table cell."""
+def spread_text(values: Sequence[float], suffix: str = "", fmt: str | None = None) -> str:
+	"""`median (min-max)` of `values`, for a table cell: one value alone as itself, none as "-". `fmt` (a
+	format string, e.g. "{:.3f}") where 3 significant digits are too few."""
+	if not values:
+		return "-"
+	text = fmt.format if fmt else _fmt
 	s = spread(values)
-	return f"{_fmt(s['median'])}{suffix} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+	if len(values) == 1:
+		return f"{text(s['median'])}{suffix}"
+	return f"{text(s['median'])}{suffix} ({text(s['min'])}-{text(s['max'])})"
 
 
 def peak_rss_mb() -> float:

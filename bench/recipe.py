@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.common import SHARED_DATA, print_table, skip, write_results
+from bench.common import SHARED_DATA, print_table, skip, spread_text, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL_BATCHES = 4
@@ -157,14 +157,6 @@ def to_reach(curve: list[dict[str, float]], target: float, key: str = "cpu_s") -
 	return None
 
 
-def spread(values: list[float], fmt: str = "{:.3f}") -> str:
-	if not values:
-		return "-"
-	if len(values) == 1:
-		return fmt.format(values[0])
-	return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
 def summarise(results: list[dict[str, Any]], size_names: list[str]) -> tuple[list[list[Any]], dict[str, Any]]:
 	rows, summary = [], {}
 	for size in size_names:
@@ -193,11 +185,11 @@ def summarise(results: list[dict[str, Any]], size_names: list[str]) -> tuple[lis
 					size,
 					label,
 					f"{group[0]['tokens']:,}",
-					spread([r["cpu_s"] for r in group], "{:.0f}"),
-					spread([r["final_bpb"] for r in group]),
+					spread_text([r["cpu_s"] for r in group], fmt="{:.0f}"),
+					spread_text([r["final_bpb"] for r in group], fmt="{:.3f}"),
 					f"{sum(c is not None for c in reach)}/{len(group)}",
-					spread(ratios, "{:.2f}") if key[0] != "dg" else "1 (reference)",
-					spread(token_ratios, "{:.2f}") if key[0] != "dg" else "1 (reference)",
+					spread_text(ratios, fmt="{:.2f}") if key[0] != "dg" else "1 (reference)",
+					spread_text(token_ratios, fmt="{:.2f}") if key[0] != "dg" else "1 (reference)",
 				]
 			)
 	return rows, summary

@@ -276,9 +276,8 @@ def main() -> None:
 	}
 	ours.close()
 
-	def cell(name: str) -> str:
-		r = results[name]
-		return f"{r['median']:.3g}" if r["min"] == r["max"] else spread_text([r["median"], r["min"], r["max"]])
+	def cell(name: str) -> str:  # median (min-max), or the one call's figure
+		return spread_text(speeds.get(name) or [results[name]["median"]])
 
 	def over_b(name: str) -> str:  # this side's speed / (b) batched's, repeat by repeat
 		if name not in speeds:
