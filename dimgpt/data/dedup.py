@@ -21,6 +21,7 @@ run, its resumption and its parts make the same decisions on any machine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import random
@@ -171,7 +172,14 @@ class Deduplicator:
 			rows = settings.dedup_permutations // self.bands
 			for p in range(count):
 				mine, theirs = context.Pipe()
-				args = (theirs, groups[p::count], rows, capacity, settings.dedup_false_positive, (mine, *self.connections))
+				args = (
+					theirs,
+					groups[p::count],
+					rows,
+					capacity,
+					settings.dedup_false_positive,
+					(mine, *self.connections),
+				)
 				process = context.Process(target=_serve, args=args, daemon=True, name=f"dedup-index-{p}")
 				process.start()
 				theirs.close()
@@ -228,10 +236,8 @@ class Deduplicator:
 
 	def close(self) -> None:
 		for connection in self.connections:
-			try:
+			with contextlib.suppress(OSError):  # that index process is gone already
 				connection.send(None)
-			except OSError:
-				pass
 		for process in self.processes:
 			process.join(timeout=5)
 			if process.is_alive():

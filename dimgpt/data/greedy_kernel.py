@@ -77,7 +77,8 @@ class Trie:
 		node: dict[str, int] = {}
 		parents: list[int] = []
 		chars: list[str] = []
-		path = [0] * (max(map(len, tokens), default=0) + 1)  # path[k]: the node of the current token's first k characters
+		# path[k]: the node of the current token's first k characters
+		path = [0] * (max(map(len, tokens), default=0) + 1)
 		previous = ""
 		for token in tokens:
 			shared = 0

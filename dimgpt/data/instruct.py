@@ -36,16 +36,16 @@ from dimgpt.data.store import (
 	FORMAT_VERSION,
 	Shard,
 	StoreError,
-	field,
-	rebuild_advice,
 	check_fingerprint,
+	field,
 	held_out,
 	open_shard,
 	read_json,
+	rebuild_advice,
 	validation_count,
 	write_json,
 )
-from dimgpt.data.tokenizer import ASSISTANT, END_OF_TEXT, HUMAN, START_OF_TEXT, SYSTEM, USER, Tokenizer
+from dimgpt.data.tokenizer import SYSTEM, Tokenizer
 
 PROMPT, ANSWER, PADDING_MARK = 0, 1, 2
 
@@ -62,13 +62,13 @@ def parse_record(record: Any) -> tuple[list[tuple[str, str]], str | None]:
 	context = record.get("context")
 	if isinstance(context, str) and context.strip():
 		turns.append(("system", context.strip()))
-	for turn in record["conversation"]:
-		if not isinstance(turn, dict) or not turn.get("role"):
+	for message in record["conversation"]:
+		if not isinstance(message, dict) or not message.get("role"):
 			return [], "missing role"
-		role = str(turn["role"]).strip().lower()
+		role = str(message["role"]).strip().lower()
 		if role not in ROLE_TOKENS:
 			return [], "unknown role"
-		text = turn.get("text")
+		text = message.get("text")
 		if not isinstance(text, str) or not text.strip():
 			return [], "empty turn"
 		turns.append((role, text.strip()))
@@ -195,6 +195,8 @@ def open_instruct_source(directory: Path, split: str) -> tuple[dict[str, Any], S
 		groups = np.load(groups_path, allow_pickle=False)
 	except (ValueError, OSError, EOFError):
 		raise StoreError(f"{groups_path} is missing or corrupt: {rebuild_advice(groups_path)}") from None
-	if groups.shape != (shard.documents,) or (len(groups) and int(groups.max()) >= len(field(manifest, path, "groups"))):
+	if groups.shape != (shard.documents,) or (
+		len(groups) and int(groups.max()) >= len(field(manifest, path, "groups"))
+	):
 		raise StoreError(f"{groups_path} does not match {shard.path}: {rebuild_advice(groups_path)}")
 	return manifest, shard, marks, groups

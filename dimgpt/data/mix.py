@@ -75,7 +75,9 @@ class MixLoader(StepLoader):
 
 		manifest_path = dataset_dir / "data.json"
 		if not manifest_path.is_file():
-			raise NotFoundError(f"{manifest_path} not found: run `.venv/bin/python -m dimgpt create-data --out {dataset_dir}` first")
+			raise NotFoundError(
+				f"{manifest_path} not found: run `.venv/bin/python -m dimgpt create-data --out {dataset_dir}` first"
+			)
 		dataset = read_json(manifest_path)
 		names = list(dataset.get("instruct", {}))
 		if not names:

@@ -21,6 +21,7 @@ import functools
 import glob
 import hashlib
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def pieces(source: SourceConfig, piece_bytes: int, *, cache_dir: str | Path | No
 		elif builder == "json" and not path.endswith(COMPRESSED) and not _json_array(path):
 			cuts = max(1, round(size / piece_bytes))
 			bounds = [size * k // cuts for k in range(cuts + 1)]
-			result += [Piece("lines", path, a, b, size=b - a) for a, b in zip(bounds, bounds[1:])]
+			result += [Piece("lines", path, a, b, size=b - a) for a, b in itertools.pairwise(bounds)]
 		else:  # a text file is one document; a compressed file cannot be entered in the middle
 			result.append(Piece("file", path, size=size))
 	return result

@@ -83,7 +83,9 @@ def read_json(path: Path) -> dict[str, Any]:
 	try:
 		data = json.loads(Path(path).read_text(encoding="utf-8"))
 	except FileNotFoundError:
-		raise NotFoundError(f"{path} not found: run `.venv/bin/python -m dimgpt create-data` for this folder first") from None
+		raise NotFoundError(
+			f"{path} not found: run `.venv/bin/python -m dimgpt create-data` for this folder first"
+		) from None
 	except (json.JSONDecodeError, UnicodeDecodeError) as error:
 		raise StoreError(f"{path} is corrupt ({error}): {rebuild_advice(path)}") from None
 	if not isinstance(data, dict):
@@ -385,7 +387,9 @@ def open_shard(
 		raise StoreError(f"{idx_path} is missing: {rebuild}") from None
 	except (ValueError, OSError, EOFError):
 		# numpy's own message about pickled data suggests loading it unsafely: never pass that on.
-		raise StoreError(f"{idx_path} is not a valid offsets file (corrupt, or not plain int64 numbers): {rebuild}") from None
+		raise StoreError(
+			f"{idx_path} is not a valid offsets file (corrupt, or not plain int64 numbers): {rebuild}"
+		) from None
 	if (
 		offsets.dtype != np.int64
 		or offsets.ndim != 1
@@ -396,7 +400,9 @@ def open_shard(
 	):
 		raise StoreError(f"{idx_path} does not match {bin_path}: {rebuild}")
 	if dropped is not None and len(dropped) and not 0 <= dropped[0] <= dropped[-1] < documents:
-		raise StoreError(f"{stem}: the merged dataset drops document {int(dropped[-1])} of {documents}: run merge-data again")
+		raise StoreError(
+			f"{stem}: the merged dataset drops document {int(dropped[-1])} of {documents}: run merge-data again"
+		)
 	verify_checksum(stem, manifest, sample=sample)
 	data = np.memmap(bin_path, dtype=dtype, mode="r") if tokens else np.zeros(0, dtype=dtype)
 	return Shard(bin_path, data, offsets, dropped)
