@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -31,9 +32,9 @@ from dimgpt.model.loading import save_model
 from dimgpt.model.transformer import Transformer
 from dimgpt.presets import get_preset
 from dimgpt.sampling import ChatSession, Sampler, SamplingConfig
-from dimgpt.serve.api import BackgroundServer, Limits, create_app, parse_messages
+from dimgpt.serve.api import BackgroundServer, Limits, create_app, parse_messages, start_engine
 from dimgpt.serve.engine import Engine, Output, Request
-from dimgpt.serve.worker import EngineProcess
+from dimgpt.serve.worker import EngineProcess, unshareable
 
 KEY = "test-key-123"
 NAME = "tiny-test"
@@ -381,6 +382,37 @@ def small_thread_server(endless: Sampler):
 def _long_stream(http: httpx.Client, url: str):
 	body = {"prompt": "Bonjour", "max_tokens": 100_000, "stream": True, "temperature": 0, "repetition_penalty": 0}
 	return http.stream("POST", url + "/v1/completions", json=body)
+
+
+def test_where_dev_shm_cannot_hold_the_weights_the_engine_runs_in_this_process(sampler: Sampler, monkeypatch, capsys):
+	"""Containers often give /dev/shm 64 MB, and a copy of the weights past its size dies of SIGBUS: the serve
+	command then runs the engine in a thread of its own process, says why, and answers as usual."""
+	needed = sum(p.numel() * p.element_size() for p in sampler.model.parameters())
+	if not os.path.isdir("/dev/shm") or shutil.disk_usage("/dev/shm").free < 2 * needed:
+		pytest.skip("this machine's /dev/shm is already too small: the thread engine is the default here")
+	assert unshareable(sampler) is None
+	engine = start_engine(sampler, max_batch=2)
+	assert isinstance(engine, EngineProcess)
+	engine.close()
+
+	monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=needed // 2))
+	reason = unshareable(sampler)
+	assert reason.startswith("/dev/shm has ") and f"the weights need {needed / 2**20:,.0f} MiB" in reason
+	engine = start_engine(sampler, max_batch=2)
+	monkeypatch.undo()
+	assert isinstance(engine, Engine)
+	assert f"note: the engine runs in the server's process ({reason}; docker: --shm-size)" in capsys.readouterr().out
+	settings = SamplingConfig(temperature=0, max_new_tokens=12)
+	expected = ChatSession(sampler, settings=settings).ask(QUESTIONS[1])
+	try:
+		with BackgroundServer(create_app(engine, NAME)) as running:
+			client = openai.OpenAI(base_url=running.url + "/v1", api_key="none", max_retries=0, timeout=60)
+			response = client.chat.completions.create(
+				model=NAME, messages=[{"role": "user", "content": QUESTIONS[1]}], temperature=0, max_tokens=12
+			)
+	finally:
+		engine.close()
+	assert response.choices[0].message.content == expected
 
 
 def _wait_for(condition, seconds: float = 10.0) -> float:

@@ -616,6 +616,15 @@ class BackgroundServer:
 		self.stop()
 
 
+def start_engine(sampler: Sampler, max_batch: int = 16, max_queue: int = 64) -> Engine | EngineProcess:
+	"""The serve command's engine: in a process of its own (see EngineProcess), or in a thread of this one,
+	with a note saying why, where the weights cannot be shared with a child (`unshareable`)."""
+	if reason := unshareable(sampler):
+		print(f"note: the engine runs in the server's process ({reason}; docker: --shm-size)", flush=True)
+		return Engine(sampler, max_batch=max_batch, max_queue=max_queue)
+	return EngineProcess(sampler, max_batch=max_batch, max_queue=max_queue)
+
+
 def serve(
 	model: str | Path,
 	*,
@@ -634,15 +643,10 @@ def serve(
 	from dimgpt.sampling import load_sampler
 
 	sampler = load_sampler(model, vocab, device)
-	# The engine runs in a process of its own (see EngineProcess), or in a thread of this one where the
-	# weights cannot be shared; either way a thread of this process hands its outputs to the event loop.
-	# At the default 5 ms switch interval the loop would wait that long for the GIL each time it holds it.
+	# Whichever engine runs, a thread of this process hands its outputs to the event loop: at the default
+	# 5 ms switch interval the loop would wait that long for the GIL each time that thread holds it.
 	sys.setswitchinterval(SWITCH_INTERVAL_S)
-	if reason := unshareable(sampler):
-		print(f"note: the engine runs in the server's process ({reason}; docker: --shm-size)", flush=True)
-		engine = Engine(sampler, max_batch=max_batch, max_queue=max_queue)
-	else:
-		engine = EngineProcess(sampler, max_batch=max_batch, max_queue=max_queue)
+	engine = start_engine(sampler, max_batch=max_batch, max_queue=max_queue)
 	name = model_name(model)
 	app = create_app(engine, name, api_key=api_key, limits=limits)
 	where = f"http://{host}:{port}"
