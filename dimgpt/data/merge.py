@@ -172,9 +172,8 @@ class _PartStream:
 			split: [shard_stem(directory, split, i) for i in range(manifest["splits"][split]["shards"])]
 			for split in SPLITS
 		}
-		self.documents = {
-			split: [read_json(s.with_suffix(".json"))["documents"] for s in self.stems[split]] for split in SPLITS
-		}
+		# Each shard's manifest, read once: its documents (here and in `locate`), tokens and dtype (`_Replay`).
+		self.shards = {split: [read_json(s.with_suffix(".json")) for s in self.stems[split]] for split in SPLITS}
 		width = signature_width(config)
 		fates = np.zeros(256, dtype=np.int64)
 		last = PIECE_END
@@ -184,8 +183,8 @@ class _PartStream:
 		self.indexed = int(fates[:COPY].sum())  # documents the replay puts in the index (at most)
 		dropped = directory / "dropped.sig"
 		if (
-			fates[TRAIN] != sum(self.documents["train"])
-			or fates[VALIDATION] != sum(self.documents["validation"])
+			fates[TRAIN] != sum(m["documents"] for m in self.shards["train"])
+			or fates[VALIDATION] != sum(m["documents"] for m in self.shards["validation"])
 			or fates[INDEXED] != dropped_rows(dropped, config)
 			or last != PIECE_END
 		):
@@ -235,12 +234,12 @@ class _PartStream:
 				start = end + 1
 			carry = rows[start:]
 
-	def locate(self, split: str, index: int) -> tuple[Path, int]:
-		"""(shard stem, document in it) of the part's document `index` of `split` (in stream order)."""
-		for stem, documents in zip(self.stems[split], self.documents[split]):
-			if index < documents:
-				return stem, index
-			index -= documents
+	def locate(self, split: str, index: int) -> tuple[Path, dict[str, Any], int]:
+		"""(shard stem, its manifest, document in it) of the part's document `index` of `split` (in stream order)."""
+		for stem, shard in zip(self.stems[split], self.shards[split]):
+			if index < shard["documents"]:
+				return stem, shard, index
+			index -= shard["documents"]
 		raise IndexError(index)
 
 
@@ -319,11 +318,10 @@ class _Replay:
 					self.stopped = True
 
 	def _text(self, stream: _PartStream, split: str, index: int) -> str:
-		stem, d = stream.locate(split, index)
+		stem, shard, d = stream.locate(split, index)
 		offsets = np.load(stem.with_suffix(".idx.npy"), allow_pickle=False)
-		dtype = read_json(stem.with_suffix(".json"))["dtype"]
-		tokens = np.memmap(stem.with_suffix(".bin"), dtype=dtype, mode="r")[offsets[d] + 1 : offsets[d + 1] - 1]
-		return self.decode(np.asarray(tokens))[:EXAMPLE_CHARS]
+		data = np.memmap(stem.with_suffix(".bin"), dtype=shard["dtype"], mode="r")
+		return self.decode(np.asarray(data[offsets[d] + 1 : offsets[d + 1] - 1]))[:EXAMPLE_CHARS]
 
 	def manifest(
 		self, directory: Path, manifests: list[dict[str, Any]], names: list[str], streams: list[_PartStream]
@@ -345,11 +343,12 @@ class _Replay:
 			for stream, drops in zip(streams, self.drops):
 				wanted = np.asarray(drops[split], dtype=np.int64)
 				first = 0
-				for stem, documents in zip(stream.stems[split], stream.documents[split]):
+				for stem, shard in zip(stream.stems[split], stream.shards[split]):
+					documents = shard["documents"]
 					files[split].append(os.path.relpath(stem, directory))
 					mine = (wanted[(wanted >= first) & (wanted < first + documents)] - first).tolist()
 					dropped[split].append(mine)
-					tokens += read_json(stem.with_suffix(".json"))["tokens"]
+					tokens += shard["tokens"]
 					if mine:
 						lengths = np.diff(np.load(stem.with_suffix(".idx.npy"), allow_pickle=False))
 						tokens -= int(lengths[mine].sum())
