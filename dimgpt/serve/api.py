@@ -328,7 +328,7 @@ def create_app(
 	@app.post("/v1/completions")
 	async def generate(request: Request) -> Response:
 		check_key(request)
-		return await run(request, await read_body(request), chat=generation[request.url.path])
+		return await run(request, await read_body(request), chat=generation[request.scope["path"]])
 
 	async def serve_request(scope: Scope, receive: Receive, send: Send) -> None:
 		# The generation requests skip FastAPI's middleware and routing: a few hundred microseconds of the
